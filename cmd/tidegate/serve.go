@@ -1,0 +1,122 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+
+	"github.com/tidegate/tidegate/l4"
+	"github.com/tidegate/tidegate/l7"
+	"github.com/tidegate/tidegate/shared/admin"
+	"github.com/tidegate/tidegate/shared/config"
+	"github.com/tidegate/tidegate/shared/lifecycle"
+	"github.com/tidegate/tidegate/shared/logging"
+)
+
+// tier builds one tier's service from a loaded configuration.
+type tier struct {
+	name  string
+	build func(f *config.File, logger *slog.Logger, adm *admin.Server) (lifecycle.Service, error)
+}
+
+func runL4(args []string, stdout, stderr io.Writer) int {
+	return serve(tier{"l4", func(f *config.File, logger *slog.Logger, adm *admin.Server) (lifecycle.Service, error) {
+		return l4.New(f, logger, adm)
+	}}, args, stderr)
+}
+
+func runL7(args []string, stdout, stderr io.Writer) int {
+	return serve(tier{"l7", func(f *config.File, logger *slog.Logger, adm *admin.Server) (lifecycle.Service, error) {
+		return l7.New(f, logger, adm)
+	}}, args, stderr)
+}
+
+func serve(t tier, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet(t.name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	configPath := fs.String("config", "", "path of the YAML configuration `file` (required)")
+	logFormat := fs.String("log-format", "", "log `format`: text or json (overrides log.format)")
+	logLevel := fs.String("log-level", "", "log `level`: debug, info, warn or error (overrides log.level)")
+	adminAddr := fs.String("admin", "", "admin listener `address` host:port (overrides admin.address)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "Usage: tidegate %s --config FILE [flags]\n\n", t.name)
+		fmt.Fprintf(stderr, "Runs the %s tier. SIGHUP reloads FILE, SIGTERM or SIGINT drains and exits,\n", t.name)
+		fmt.Fprintln(stderr, "SIGUSR1 reopens log files.")
+		fmt.Fprintln(stderr)
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if *configPath == "" || fs.NArg() > 0 {
+		fs.Usage()
+		return 2
+	}
+
+	f, err := config.Load(*configPath)
+	if err != nil {
+		fmt.Fprintf(stderr, "tidegate %s: %s: %v\n", t.name, *configPath, err)
+		return 1
+	}
+	if (t.name == "l4" && f.L4 == nil) || (t.name == "l7" && f.L7 == nil) {
+		fmt.Fprintf(stderr, "tidegate %s: %s has no %s section\n", t.name, *configPath, t.name)
+		return 1
+	}
+	if *logFormat != "" {
+		f.Log.Format = *logFormat
+	}
+	if *logLevel != "" {
+		f.Log.Level = *logLevel
+	}
+	if *adminAddr != "" {
+		f.Admin.Address = *adminAddr
+	}
+
+	logger, levelVar, err := logging.New(os.Stderr, f.Log.Level, f.Log.Format)
+	if err != nil {
+		fmt.Fprintf(stderr, "tidegate %s: %v\n", t.name, err)
+		return 2
+	}
+	logger = logger.With("tier", t.name)
+
+	adm := admin.New(f.Admin.Token, f.Admin.Pprof, logger.With("component", "admin"))
+	svc, err := t.build(f, logger, adm)
+	if err != nil {
+		logger.Error("invalid configuration", "config", *configPath, "err", err)
+		return 1
+	}
+	if err := adm.Listen(f.Admin.Address); err != nil {
+		logger.Error("admin listen failed", "address", f.Admin.Address, "err", err)
+		return 1
+	}
+
+	// Reloads keep the command-line overrides.
+	load := func(path string) (*config.File, error) {
+		nf, err := config.Load(path)
+		if err != nil {
+			return nil, err
+		}
+		if *logLevel != "" {
+			nf.Log.Level = *logLevel
+		}
+		return nf, nil
+	}
+	err = lifecycle.Run(context.Background(), lifecycle.Options{
+		ConfigPath:    *configPath,
+		Service:       svc,
+		Admin:         adm,
+		Logger:        logger,
+		LevelVar:      levelVar,
+		Load:          load,
+		DrainTimeout:  f.DrainTimeout.D(),
+		ShutdownDelay: f.ShutdownDelay.D(),
+	})
+	if err != nil {
+		logger.Error("exit", "err", err)
+		return 1
+	}
+	return 0
+}
