@@ -48,7 +48,7 @@ func New(backends []Backend, size uint64) (*Table, error) {
 
 	type cursor struct {
 		offset, skip, next uint64
-		weight            int
+		weight             int
 	}
 	cursors := make([]cursor, 0, len(backends))
 	active := make([]int, 0, len(backends))
