@@ -39,8 +39,8 @@ type rateLimited struct {
 	state    *limiterState
 }
 
-// maxKeys bounds the limiter's memory; past it, the oldest windows are
-// forgotten wholesale.
+// maxKeys bounds the limiter's memory. When it is reached, every window is
+// forgotten at once.
 const maxKeys = 4096
 
 func (h *rateLimited) Enabled(ctx context.Context, l slog.Level) bool { return h.next.Enabled(ctx, l) }
