@@ -232,16 +232,28 @@ func parseDeltaSeconds(s string) (int64, bool) {
 }
 
 // fieldNames splits the argument of a qualified no-cache or private
-// directive into canonical field names.
+// directive into canonical field names, skipping members that are not
+// tokens.
 func fieldNames(arg string) []string {
 	var names []string
 	for _, f := range strings.Split(arg, ",") {
-		f = trimOWS(f)
-		if f != "" {
+		if f = trimOWS(f); isToken(f) {
 			names = append(names, textproto.CanonicalMIMEHeaderKey(f))
 		}
 	}
 	return names
+}
+
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isTokenChar(s[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // parseAge parses the Age field. An Age with several lines or list members

@@ -96,11 +96,12 @@ func normaliseHost(scheme, host string) string {
 }
 
 // normalisePath writes percent-encodings with upper-case hex digits, decodes
-// the ones that stand for unreserved characters (RFC 3986 section 6.2.2) and
-// removes dot segments, so that equivalent paths share one key.
+// the ones that stand for unreserved characters (RFC 3986 section 6.2.2),
+// escapes a stray '%' and removes dot segments, so that equivalent paths
+// share one key.
 func normalisePath(p string) string {
-	if p == "" {
-		return "/"
+	if !strings.HasPrefix(p, "/") {
+		p = "/" + p
 	}
 	var b strings.Builder
 	b.Grow(len(p))
@@ -116,6 +117,12 @@ func normalisePath(p string) string {
 				b.WriteByte(upperHex(p[i+2]))
 			}
 			i += 2
+			continue
+		}
+		if c == '%' {
+			// A stray '%' is escaped so that decoding a neighbour never
+			// forms a new escape.
+			b.WriteString("%25")
 			continue
 		}
 		b.WriteByte(c)
@@ -265,7 +272,7 @@ func varyNames(h http.Header) []string {
 
 // codingPreference is the order the compression stage prefers content
 // codings in when the client gives them equal weight.
-var codingPreference = []string{"br", "zstd", "gzip"}
+var codingPreference = [...]string{"br", "zstd", "gzip"}
 
 // negotiateEncoding picks the content coding a response to h would use:
 // "br", "zstd", "gzip" or "identity". It follows RFC 9110 section 12.5.3:
@@ -276,29 +283,27 @@ func negotiateEncoding(h http.Header) string {
 	if len(values) == 0 {
 		return "identity"
 	}
-	weights := map[string]float64{}
+	// weights[i] is the q-value of codingPreference[i], -1 when unlisted.
+	weights := [len(codingPreference)]float64{-1, -1, -1}
 	star := -1.0
 	for _, line := range values {
-		for _, member := range strings.Split(line, ",") {
+		for member := range strings.SplitSeq(line, ",") {
 			name, q := parseQuality(member)
-			switch {
-			case name == "":
-			case name == "*":
+			if name == "*" {
 				star = q
-			default:
-				if _, seen := weights[name]; !seen {
-					weights[name] = q
+				continue
+			}
+			for i, coding := range codingPreference {
+				if name == coding && weights[i] < 0 {
+					weights[i] = q
 				}
 			}
 		}
 	}
 	best, bestQ := "identity", 0.0
-	for _, coding := range codingPreference {
-		q, listed := weights[coding]
-		if !listed {
-			if star < 0 {
-				continue
-			}
+	for i, coding := range codingPreference {
+		q := weights[i]
+		if q < 0 {
 			q = star
 		}
 		if q > bestQ {
@@ -317,7 +322,7 @@ func parseQuality(member string) (string, float64) {
 		name = "gzip"
 	}
 	q := 1.0
-	for _, p := range strings.Split(params, ";") {
+	for p := range strings.SplitSeq(params, ";") {
 		k, v, ok := strings.Cut(trimOWS(p), "=")
 		if !ok || !strings.EqualFold(trimOWS(k), "q") {
 			continue

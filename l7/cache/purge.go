@@ -2,6 +2,7 @@ package cache
 
 import (
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -23,12 +24,12 @@ func (c *Cache) PurgeHandler() http.Handler {
 			http.Error(w, "purge needs POST or DELETE", http.StatusMethodNotAllowed)
 			return
 		}
-		r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-		if err := r.ParseForm(); err != nil {
+		form, err := purgeForm(w, r)
+		if err != nil {
 			http.Error(w, "invalid purge request: "+err.Error(), http.StatusBadRequest)
 			return
 		}
-		exact, prefix := r.Form.Get("url"), r.Form.Get("prefix")
+		exact, prefix := form.Get("url"), form.Get("prefix")
 		if (exact == "") == (prefix == "") {
 			http.Error(w, "give exactly one of url or prefix", http.StatusBadRequest)
 			return
@@ -59,6 +60,31 @@ func (c *Cache) PurgeHandler() http.Handler {
 			Purged int `json:"purged"`
 		}{n})
 	})
+}
+
+// purgeForm merges the query with a form-encoded body. net/http parses a
+// body only for POST, PUT and PATCH, so DELETE bodies are read here.
+func purgeForm(w http.ResponseWriter, r *http.Request) (url.Values, error) {
+	form, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return nil, err
+	}
+	ct := r.Header.Get("Content-Type")
+	if r.Body == nil || !strings.HasPrefix(ct, "application/x-www-form-urlencoded") {
+		return form, nil
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, 64<<10))
+	if err != nil {
+		return nil, err
+	}
+	fromBody, err := url.ParseQuery(string(body))
+	if err != nil {
+		return nil, err
+	}
+	for k, vs := range fromBody {
+		form[k] = append(form[k], vs...)
+	}
+	return form, nil
 }
 
 // purgeKeys turns a purge target into the primary keys, or key prefixes,
