@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -21,8 +22,7 @@ type handler struct {
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	if r.Header.Get("Upgrade") != "" {
-		// WebSocket and other upgrades are connections, not responses.
+	if bypass(r) {
 		h.forwardUncached(w, r, "bypass")
 		return
 	}
@@ -34,6 +34,32 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		h.serveUnsafe(w, r)
 	}
+}
+
+// methodOverrides are fields some frameworks read to run a GET as another
+// method; such a request could store a POST result under a GET key.
+var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
+// bypass reports whether r must not touch the cache at all: upgrades
+// (WebSocket) are connections rather than responses, and a GET or HEAD with
+// a body or a method override can make the upstream answer something other
+// than what the key describes.
+func bypass(r *http.Request) bool {
+	if r.Header.Get("Upgrade") != "" {
+		return true
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return false
+	}
+	if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+		return true
+	}
+	for _, f := range methodOverrides {
+		if r.Header.Get(f) != "" {
+			return true
+		}
+	}
+	return false
 }
 
 // serveCacheable answers a GET or HEAD request.
@@ -248,8 +274,12 @@ func (h *handler) finishNotModified(w http.ResponseWriter, r *http.Request, k re
 // complete, and records why not otherwise.
 func (h *handler) storeResponse(r *http.Request, k requestKey, stale *entry, u *upstreamWriter, requestTime time.Time, respCC directives, reason string) {
 	body, ok := u.body()
-	if reason == "" && !ok {
+	switch {
+	case reason != "":
+	case !ok:
 		reason = reasonTooLarge
+	case r.Method == http.MethodGet && contentLength(u.header) >= 0 && contentLength(u.header) != int64(len(body)):
+		reason = reasonIncomplete
 	}
 	if reason == "" {
 		header := storedHeader(u.header, respCC)
@@ -298,7 +328,7 @@ func (e *entry) freshen(h304 http.Header, requestTime, responseTime time.Time, h
 
 // serveStored writes e as the response to r: the stored fields, Age, a
 // Cache-Status member, and a 304 instead of the body when the client's
-// validator matches (RFC 9111 section 4.3.2).
+// validator matches (RFC 9111 section 4.3.2), or a 206 for a Range request.
 func (h *handler) serveStored(w http.ResponseWriter, r *http.Request, e *entry, now time.Time, cs cacheStatus) {
 	out := w.Header()
 	for name, values := range e.header {
@@ -311,6 +341,16 @@ func (h *handler) serveStored(w http.ResponseWriter, r *http.Request, e *entry, 
 
 	if e.status == http.StatusOK && hasClientConditional(r.Header) && notModified(r.Header, e.header, true) {
 		writeNotModified(w)
+		return
+	}
+	if e.status == http.StatusOK && !e.headOnly && r.Header.Get("Range") != "" {
+		// ServeContent answers Range and If-Range from the stored body.
+		// An explicit nil Content-Type keeps it from sniffing one.
+		if _, ok := out["Content-Type"]; !ok {
+			out["Content-Type"] = nil
+		}
+		lastModified, _ := http.ParseTime(e.header.Get("Last-Modified"))
+		http.ServeContent(w, r, "", lastModified, bytes.NewReader(e.body))
 		return
 	}
 	if !e.headOnly && bodyAllowed(e.status) {

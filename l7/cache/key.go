@@ -96,9 +96,13 @@ func normaliseHost(scheme, host string) string {
 }
 
 // normalisePath writes percent-encodings with upper-case hex digits, decodes
-// the ones that stand for unreserved characters (RFC 3986 section 6.2.2),
-// escapes a stray '%' and removes dot segments, so that equivalent paths
-// share one key.
+// the ones that stand for unreserved characters and escapes a stray '%', so
+// that paths RFC 3986 section 6.2.2 calls equivalent share one key.
+//
+// NOTE: dot segments are kept on purpose. The upstream receives the path as
+// sent, and a server that resolves "/a/../b" differently from "/b" would
+// otherwise let one client store a response under another path's key. The
+// inspect stage normalises paths before the cache sees them.
 func normalisePath(p string) string {
 	if !strings.HasPrefix(p, "/") {
 		p = "/" + p
@@ -127,39 +131,7 @@ func normalisePath(p string) string {
 		}
 		b.WriteByte(c)
 	}
-	return removeDotSegments(b.String())
-}
-
-// removeDotSegments applies RFC 3986 section 5.2.4 to an absolute path.
-func removeDotSegments(p string) string {
-	if !strings.Contains(p, ".") {
-		return p
-	}
-	segs := strings.Split(p, "/")
-	out := make([]string, 0, len(segs))
-	for i, s := range segs {
-		last := i == len(segs)-1
-		switch s {
-		case ".":
-			if last {
-				out = append(out, "")
-			}
-		case "..":
-			if len(out) > 1 {
-				out = out[:len(out)-1]
-			}
-			if last {
-				out = append(out, "")
-			}
-		default:
-			out = append(out, s)
-		}
-	}
-	res := strings.Join(out, "/")
-	if !strings.HasPrefix(res, "/") {
-		res = "/" + res
-	}
-	return res
+	return b.String()
 }
 
 func isHex(c byte) bool {

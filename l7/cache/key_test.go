@@ -27,7 +27,7 @@ func TestBuildKey(t *testing.T) {
 		{"ipv6 with default port", "/a", "[::1]:80", false, "GET http://[::1]/a", ""},
 		{"unreserved escapes decoded", "/%7Euser/%41", "h", false, "GET http://h/~user/A", ""},
 		{"reserved escapes upper-cased", "/a%2fb", "h", false, "GET http://h/a%2Fb", ""},
-		{"dot segments removed", "/a/./b/../c", "h", false, "GET http://h/a/c", ""},
+		{"dot segments kept", "/a/./b/../c", "h", false, "GET http://h/a/./b/../c", ""},
 		{"query order kept", "/a?y=2&x=1", "h", false, "GET http://h/a?y=2&x=1", ""},
 	}
 	for _, tc := range tests {

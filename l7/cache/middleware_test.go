@@ -976,3 +976,60 @@ func TestMiddlewareDisabledPolicyPassesThrough(t *testing.T) {
 	p.get(t, "/off")
 	wantRequests(t, o, 2)
 }
+
+func TestMiddlewareRangeFromStoredBody(t *testing.T) {
+	clock := newTestClock()
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.Header().Set("ETag", `"r"`)
+		fmt.Fprint(w, "0123456789")
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+	p.get(t, "/range")
+
+	r := p.get(t, "/range", "Range: bytes=2-5")
+	wantStatus(t, r, http.StatusPartialContent)
+	if r.body != "2345" {
+		t.Errorf("range body = %q, want 2345", r.body)
+	}
+	if got := r.header.Get("Content-Range"); got != "bytes 2-5/10" {
+		t.Errorf("Content-Range = %q, want bytes 2-5/10", got)
+	}
+	wantCacheStatus(t, r, "hit")
+
+	r = p.get(t, "/range", "Range: bytes=2-5", `If-Range: "other"`)
+	wantStatus(t, r, 200)
+	if r.body != "0123456789" {
+		t.Errorf("If-Range mismatch body = %q, want the full body", r.body)
+	}
+	wantRequests(t, o, 1)
+}
+
+func TestMiddlewareBypassesRiskyRequests(t *testing.T) {
+	clock := newTestClock()
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprintf(w, "method override %q", r.Header.Get("X-HTTP-Method-Override"))
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+
+	r := p.get(t, "/risky", "X-HTTP-Method-Override: POST")
+	wantCacheStatus(t, r, "fwd=bypass")
+	r = p.get(t, "/risky")
+	if r.body != `method override ""` {
+		t.Errorf("plain GET got %q, want the response to a plain GET", r.body)
+	}
+
+	req, err := http.NewRequest(http.MethodGet, p.srv.URL+"/fat", strings.NewReader("q=1"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := p.srv.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cs := resp.Header.Get("Cache-Status"); !strings.Contains(cs, "fwd=bypass") {
+		t.Errorf("GET with a body: Cache-Status %q, want fwd=bypass", cs)
+	}
+}
