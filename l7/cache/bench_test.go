@@ -40,7 +40,7 @@ func BenchmarkBuildKey(b *testing.B) {
 	}
 }
 
-// BenchmarkServeHit measures the middleware answering a fresh hit of 4 KiB,
+// BenchmarkServeHit measures the middleware serving a fresh hit of 4 KiB,
 // without network I/O.
 func BenchmarkServeHit(b *testing.B) {
 	c, err := New(Config{MaxBytes: 64 << 20}, nil, nil)

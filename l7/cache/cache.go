@@ -28,7 +28,7 @@ type Config struct {
 	RefreshTimeout time.Duration
 }
 
-// RoutePolicy is how one route uses the cache.
+// RoutePolicy is the cache configuration of one route.
 type RoutePolicy struct {
 	// Route names the route in metrics.
 	Route string
@@ -114,6 +114,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Cache, er
 		logger:         logger.With("component", "cache"),
 		refreshing:     map[string]bool{},
 	}
+
 	if c.name == "" {
 		c.name = "tidegate"
 	}
@@ -123,6 +124,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Cache, er
 	if c.refreshTimeout <= 0 {
 		c.refreshTimeout = 30 * time.Second
 	}
+
 	c.store = newStore(cfg.MaxBytes, func(n int) {
 		if c.metrics != nil {
 			c.metrics.evictions.Add(float64(n))
@@ -137,7 +139,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Cache, er
 	return c, nil
 }
 
-// Middleware returns a handler that answers cacheable requests from the
+// Middleware returns a handler that serves cacheable requests from the
 // cache and calls next, which performs the upstream request, for the rest.
 // Revalidations and background refreshes are also calls of next, with a
 // modified copy of the client's request.

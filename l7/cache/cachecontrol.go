@@ -6,8 +6,8 @@ import (
 	"strings"
 )
 
-// maxDelta is the value RFC 9111 section 1.2.2 tells a cache to use when a
-// delta-seconds value is larger than it can represent: 2^31 seconds.
+// maxDelta is the value RFC 9111 section 1.2.2 requires a cache to use for
+// a delta-seconds value larger than it can represent: 2^31 seconds.
 const maxDelta = 1 << 31
 
 // delta is one delta-seconds argument of a Cache-Control directive or of the
@@ -77,6 +77,7 @@ func nextDirective(s string) (name, arg string, hasArg bool, rest string) {
 	}
 	name = s[:i]
 	s = trimOWS(s[i:])
+
 	if s == "" {
 		return name, "", false, ""
 	}
@@ -87,6 +88,7 @@ func nextDirective(s string) (name, arg string, hasArg bool, rest string) {
 		// Not a directive: drop everything up to the next comma.
 		return "", "", false, skipMember(s)
 	}
+
 	hasArg = true
 	s = trimOWS(s[1:])
 	if s != "" && s[0] == '"' {
@@ -102,6 +104,7 @@ func nextDirective(s string) (name, arg string, hasArg bool, rest string) {
 		}
 		arg, s = s[:j], s[j:]
 	}
+
 	s = trimOWS(s)
 	if s != "" && s[0] != ',' {
 		return "", "", false, skipMember(s)

@@ -40,8 +40,8 @@ func notModified(req http.Header, h http.Header, dateFallback bool) bool {
 	return !modified.After(since)
 }
 
-// hasClientConditional reports whether req carries a validator the cache
-// answers itself.
+// hasClientConditional reports whether req carries a validator that the
+// cache evaluates itself.
 func hasClientConditional(req http.Header) bool {
 	return req.Get("If-None-Match") != "" || req.Get("If-Modified-Since") != ""
 }

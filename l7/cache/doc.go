@@ -20,14 +20,33 @@
 // the cache and the upstream, so that one variant is stored per content
 // coding.
 //
+// # Configuration
+//
+// The YAML keys, validated by the config package:
+//
+//	l7:
+//	  cache:
+//	    max_size: 256MiB          # memory budget shared by all routes
+//	  routes:
+//	    - name: static
+//	      upstream: app
+//	      cache:
+//	        enabled: true
+//	        key: [header:X-Tenant, cookie:plan]  # or "client"; none by default
+//	        max_entry_size: 8MiB  # larger responses stream and are not kept
+//	        strict: true          # honour private and no-cache (default)
+//	        store_set_cookie: false
+//	        heuristic: true       # freshness from Last-Modified (default)
+//	        coalesce_timeout: 10s
+//
 // # What is stored
 //
 // Responses to GET and HEAD that RFC 9111 section 3 allows a shared cache to
-// store: a final status that is cacheable by default or has explicit
-// freshness, no no-store, no private (unless the route is not strict), no
-// Authorization on the request unless the response has public, s-maxage or
-// must-revalidate, no Set-Cookie unless the route allows it, and no
-// "Vary: *". Set-Cookie, hop-by-hop fields and fields named by a qualified
+// store. The status must be final and cacheable by default, or the response
+// must carry explicit freshness. Responses with no-store or "Vary: *" are
+// not stored, and neither are those with private unless the route is not
+// strict. A request with Authorization needs public, s-maxage or
+// must-revalidate in the response, and Set-Cookie needs the route's consent. Set-Cookie, hop-by-hop fields and fields named by a qualified
 // private are removed from the stored copy. A response larger than the
 // route's maximum entry size streams to the client and is not kept. Partial
 // content (206) is never stored, and a HEAD response is stored apart, for
@@ -49,15 +68,19 @@
 // Date, heuristic from Last-Modified where allowed), and the request
 // directives no-cache, no-store, max-age, max-stale, min-fresh and
 // only-if-cached are honoured. Stale entries are revalidated with
-// If-None-Match and If-Modified-Since; stale-while-revalidate serves the
-// stale entry and refreshes once in the background; stale-if-error serves it
-// when the upstream answers 500, 502, 503 or 504, which is also how a failed
-// connection reaches the cache. Concurrent misses for one key are coalesced
+// If-None-Match and If-Modified-Since. Within a stale-while-revalidate
+// window the stale entry is served and refreshed once in the background.
+// Within a stale-if-error window it replaces a 500, 502, 503 or 504 from the
+// upstream, and the proxy reports a failed connection as 502 or 504. Concurrent misses for one key are coalesced
 // into one upstream request. Every response from the cache carries Age, and
-// every response carries an RFC 9211 Cache-Status member.
+// every response on a route with caching enabled carries an RFC 9211
+// Cache-Status member.
 //
 // A successful POST, PUT, DELETE, PATCH or other unsafe request removes the
 // entries for its URI and for same-origin Location and Content-Location.
+// Upgrades, and GET or HEAD requests with a body or a method-override field
+// (X-HTTP-Method-Override and similar), bypass the cache because the
+// upstream may answer them with something the key does not describe.
 //
 // # Metrics
 //
@@ -66,7 +89,17 @@
 // not_stored_total, coalesced_total, evictions_total, purged_total and
 // invalidated_total.
 //
-// BUG: A qualified no-cache ("no-cache=Set-Cookie") is treated as an
-// unqualified one, which RFC 9111 section 5.2.2.4 allows but which
-// revalidates more often than needed.
+// # Limits
+//
+//   - A qualified no-cache ("no-cache=Set-Cookie") is treated as an
+//     unqualified one, which RFC 9111 section 5.2.2.4 allows, so such
+//     responses are revalidated on every use.
+//   - A 304 updates only the entry that was revalidated, not every variant
+//     with the same validator, and a HEAD response never freshens a stored
+//     GET response (RFC 9111 section 4.3.5).
+//   - A Range request that misses is forwarded as is, and the 206 it gets is
+//     not stored. A Range request that hits a stored 200 gets a 206 built
+//     from the stored body.
+//   - Purging by prefix scans every key while holding the store's lock.
+//   - Entries live in memory only; there is no disk tier.
 package cache

@@ -13,8 +13,8 @@ const (
 	heuristicMax      = 24 * time.Hour
 )
 
-// timing is what a cache must remember about when a response arrived to
-// compute its age later (RFC 9111 section 4.2.3).
+// timing is the arrival record a cache keeps to compute a response's age
+// later (RFC 9111 section 4.2.3).
 type timing struct {
 	requestTime  time.Time // when the request that fetched it was sent
 	responseTime time.Time // when its header was received

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"strings"
 	"time"
 )
 
@@ -40,10 +39,10 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // method; such a request could store a POST result under a GET key.
 var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
 
-// bypass reports whether r must not touch the cache at all: upgrades
-// (WebSocket) are connections rather than responses, and a GET or HEAD with
-// a body or a method override can make the upstream answer something other
-// than what the key describes.
+// bypass reports whether r must skip the cache entirely. Upgrades
+// (WebSocket) are connections rather than responses. A GET or HEAD with a
+// body or a method override can make the upstream return a response that
+// the key does not describe.
 func bypass(r *http.Request) bool {
 	if r.Header.Get("Upgrade") != "" {
 		return true
@@ -62,7 +61,7 @@ func bypass(r *http.Request) bool {
 	return false
 }
 
-// serveCacheable answers a GET or HEAD request.
+// serveCacheable serves a GET or HEAD request from the cache or upstream.
 func (h *handler) serveCacheable(w http.ResponseWriter, r *http.Request) {
 	reqCC := parseCacheControl(r.Header)
 	if reqCC.noStore {
@@ -124,9 +123,9 @@ func missReason(l lookupResult) string {
 }
 
 // forwardCoalesced makes one upstream request for concurrent requests with
-// the same key. The first becomes the leader and forwards; the others wait
-// for it up to the route's coalesce timeout and then use what it stored, or
-// forward themselves when nothing usable was stored.
+// the same key. The first request becomes the leader and forwards. The
+// others wait for it up to the route's coalesce timeout, then serve what it
+// stored, or forward themselves when nothing usable was stored.
 func (h *handler) forwardCoalesced(w http.ResponseWriter, r *http.Request, k requestKey, reqCC directives, stale *entry, fwd string) {
 	flightKey := r.Method + " " + k.primary + "\n" + k.extra
 	fl, leader := h.c.flights.join(flightKey)
@@ -157,7 +156,7 @@ func (h *handler) forwardCoalesced(w http.ResponseWriter, r *http.Request, k req
 	h.forward(w, r, k, reqCC, stale, fwd)
 }
 
-// forwardOutcome is what forward did with the upstream response.
+// forwardOutcome is the destination forward chose for an upstream response.
 type forwardOutcome int
 
 const (
@@ -166,11 +165,12 @@ const (
 	outcomeStaleError                        // an error hidden by stale-if-error
 )
 
-// forward sends r upstream through next. With a stale entry that has
-// validators the request becomes conditional (RFC 9111 section 4.3.1), and a
-// 304 refreshes the entry (section 4.3.4). An error response is replaced by
-// the stale entry where stale-if-error allows it. Any other response is
-// streamed to the client and stored when it is storable and fits.
+// forward sends r upstream through next and handles the response. With a
+// stale entry that has validators, the request is conditional (RFC 9111
+// section 4.3.1) and a 304 refreshes the entry (section 4.3.4). Where
+// stale-if-error allows it, the stale entry replaces an error response. Any
+// other response streams to the client and is stored when it is storable
+// and fits.
 func (h *handler) forward(w http.ResponseWriter, r *http.Request, k requestKey, reqCC directives, stale *entry, fwd string) {
 	out := r.Clone(r.Context())
 	stripClientConditionals(out.Header)
@@ -209,6 +209,9 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, k requestKey, 
 		u.copyBody = reason == ""
 		u.toClient = true
 
+		// NOTE: without a Content-Length, "stored" is sent before the body
+		// is seen, so a body that turns out larger than the limit is
+		// reported as stored but not kept.
 		cs := cacheStatus{fwd: fwd, fwdStatus: status, stored: u.copyBody, detail: reason}
 		if u.copyBody {
 			t := newTiming(u.header, requestTime, u.responseTime)
@@ -267,6 +270,11 @@ func (h *handler) finishNotModified(w http.ResponseWriter, r *http.Request, k re
 	}
 	updated := stale.freshen(u.header, requestTime, u.responseTime, h.sp.heuristic)
 	h.c.store.replace(stale, updated)
+	if cookies := u.header.Values("Set-Cookie"); len(cookies) > 0 {
+		// The cookie was set for this client, so it gets it, but the
+		// stored copy never keeps it.
+		w.Header()["Set-Cookie"] = cookies
+	}
 	h.serveStored(w, r, updated, h.c.now(), cacheStatus{fwd: fwd, fwdStatus: http.StatusNotModified})
 }
 
@@ -283,6 +291,7 @@ func (h *handler) storeResponse(r *http.Request, k requestKey, stale *entry, u *
 	}
 	if reason == "" {
 		header := storedHeader(u.header, respCC)
+		setMissingDate(header, u.header, u.responseTime)
 		t := newTiming(u.header, requestTime, u.responseTime)
 		e := newEntry(k, r, u.status, header, body, t, h.sp.heuristic)
 		if h.c.store.insert(e) {
@@ -293,15 +302,15 @@ func (h *handler) storeResponse(r *http.Request, k requestKey, stale *entry, u *
 	}
 	h.c.metrics.notStored.WithLabelValues(h.p.Route, reason).Inc()
 	// A newer response that cannot be stored still makes the old entry
-	// outdated; only an error leaves it in place.
+	// outdated. Only an error response leaves the old entry in place.
 	if stale != nil && u.status < 500 {
 		h.c.store.removeEntry(stale)
 	}
 }
 
-// freshen returns a copy of e updated from the header of a 304 as RFC 9111
-// section 4.3.4 describes: each field in the 304 replaces the stored one,
-// except the fields that describe the stored body's framing and coding.
+// freshen returns a copy of e updated from the header of a 304 (RFC 9111
+// section 4.3.4). Each field of the 304 replaces the stored one, except the
+// fields that describe the stored body's framing and coding.
 func (e *entry) freshen(h304 http.Header, requestTime, responseTime time.Time, heuristic bool) *entry {
 	header := e.header.Clone()
 	for name, values := range storedHeader(h304, parseCacheControl(h304)) {
@@ -316,19 +325,24 @@ func (e *entry) freshen(h304 http.Header, requestTime, responseTime time.Time, h
 	n.header = header
 	n.cc = parseCacheControl(header)
 	n.timing = newTiming(h304, requestTime, responseTime)
-	if h304.Get("Date") == "" {
-		if d, err := http.ParseTime(header.Get("Date")); err == nil && d.After(n.timing.date) {
-			n.timing.date = d
-		}
-	}
+	setMissingDate(header, h304, responseTime)
 	n.lifetime, _ = freshnessLifetime(n.status, header, n.cc, n.timing, heuristic)
 	n.size = entrySize(&n)
 	return &n
 }
 
-// serveStored writes e as the response to r: the stored fields, Age, a
-// Cache-Status member, and a 304 instead of the body when the client's
-// validator matches (RFC 9111 section 4.3.2), or a 206 for a Range request.
+// setMissingDate sets Date in stored to the time received when the response
+// header received had none or an invalid one, as RFC 9110 section 6.6.1
+// requires of a cache.
+func setMissingDate(stored, received http.Header, responseTime time.Time) {
+	if _, err := http.ParseTime(received.Get("Date")); err != nil {
+		stored.Set("Date", responseTime.UTC().Format(http.TimeFormat))
+	}
+}
+
+// serveStored writes e as the response to r with Age and a Cache-Status
+// member. It sends 304 when the client's validator matches (RFC 9111
+// section 4.3.2) and 206 for a Range request.
 func (h *handler) serveStored(w http.ResponseWriter, r *http.Request, e *entry, now time.Time, cs cacheStatus) {
 	out := w.Header()
 	for name, values := range e.header {
@@ -344,7 +358,7 @@ func (h *handler) serveStored(w http.ResponseWriter, r *http.Request, e *entry, 
 		return
 	}
 	if e.status == http.StatusOK && !e.headOnly && r.Header.Get("Range") != "" {
-		// ServeContent answers Range and If-Range from the stored body.
+		// ServeContent serves Range and If-Range requests from the body.
 		// An explicit nil Content-Type keeps it from sniffing one.
 		if _, ok := out["Content-Type"]; !ok {
 			out["Content-Type"] = nil
@@ -366,7 +380,7 @@ func bodyAllowed(status int) bool {
 	return status != http.StatusNoContent && status != http.StatusNotModified && status >= 200
 }
 
-// gatewayTimeout answers a request with only-if-cached that the cache
+// gatewayTimeout sends 504 for a request with only-if-cached that the cache
 // cannot satisfy (RFC 9111 section 5.2.1.7).
 func (h *handler) gatewayTimeout(w http.ResponseWriter) {
 	w.Header().Set("Cache-Status", cacheStatus{detail: "only-if-cached"}.format(h.c.name))
@@ -477,6 +491,6 @@ func (h *handler) logDebug(r *http.Request, msg string, attrs ...slog.Attr) {
 		return
 	}
 	attrs = append(attrs, slog.String("route", h.p.Route), slog.String("host", r.Host),
-		slog.String("path", strings.Clone(r.URL.Path)))
+		slog.String("path", r.URL.Path))
 	h.c.logger.LogAttrs(ctx, slog.LevelDebug, msg, attrs...)
 }

@@ -9,7 +9,7 @@ import (
 	"strings"
 )
 
-// requestKey identifies what a request may be answered with.
+// requestKey identifies the stored responses a request may be served from.
 type requestKey struct {
 	// primary is the method class, scheme, host and normalised path with
 	// query: "GET https://example.com:8443/a?b". GET and HEAD share it.
@@ -102,7 +102,7 @@ func normaliseHost(scheme, host string) string {
 // NOTE: dot segments are kept on purpose. The upstream receives the path as
 // sent, and a server that resolves "/a/../b" differently from "/b" would
 // otherwise let one client store a response under another path's key. The
-// inspect stage normalises paths before the cache sees them.
+// inspect stage normalises paths before they reach the cache.
 func normalisePath(p string) string {
 	if !strings.HasPrefix(p, "/") {
 		p = "/" + p

@@ -117,7 +117,7 @@ func FuzzNormalisePath(f *testing.F) {
 }
 
 // FuzzNegotiateEncoding checks that any Accept-Encoding picks one of the
-// four codings the key knows.
+// four codings the key uses.
 func FuzzNegotiateEncoding(f *testing.F) {
 	for _, seed := range []string{"gzip, br", "*;q=0", "br;q=0.5;q=1", ";;,,=", "zstd;Q=1.0"} {
 		f.Add(seed)

@@ -774,7 +774,7 @@ func TestMiddlewareClientConditional(t *testing.T) {
 	p := newTestProxy(t, clock, o, defaultPolicy())
 
 	// On a miss the cache fetches the full body, stores it and still
-	// answers the client's validator.
+	// evaluates the client's validator.
 	r := p.get(t, "/c", `If-None-Match: "tag"`)
 	wantStatus(t, r, http.StatusNotModified)
 	if o.lastHeader().Get("If-None-Match") != "" {
@@ -838,7 +838,7 @@ func TestMiddlewareHead(t *testing.T) {
 	wantCacheStatus(t, r, "fwd=")
 	wantRequests(t, o, 2)
 
-	// The stored GET response now answers HEAD.
+	// The stored GET response now serves HEAD.
 	r = p.do(t, http.MethodHead, "/h")
 	wantCacheStatus(t, r, "hit")
 	if r.header.Get("Content-Length") != "4" {

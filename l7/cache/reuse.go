@@ -2,7 +2,7 @@ package cache
 
 import "time"
 
-// verdict says how a stored entry may answer a request.
+// verdict is the decision on how a stored entry may serve a request.
 type verdict int
 
 const (
@@ -26,7 +26,7 @@ type reuse struct {
 	stale   bool          // age is at least the freshness lifetime
 }
 
-// evaluate decides whether e can answer a request with directives req at
+// evaluate decides whether e can serve a request with directives req at
 // now, following RFC 9111 sections 4.2 and 5.2.1 and RFC 5861. strict
 // honours no-cache in the stored response.
 func evaluate(e *entry, req directives, now time.Time, strict bool) reuse {
@@ -44,7 +44,7 @@ func evaluate(e *entry, req directives, now time.Time, strict bool) reuse {
 	if req.maxAge.present && age > deltaDuration(req.maxAge) {
 		return r
 	}
-	// Section 5.2.1.3: min-fresh asks for that much freshness left.
+	// Section 5.2.1.3: min-fresh requests at least that much freshness left.
 	if req.minFresh.present && req.minFresh.valid && r.ttl < deltaDuration(req.minFresh) {
 		return r
 	}

@@ -9,21 +9,21 @@ import (
 // Reasons a response is not stored. Each one appears as the detail of the
 // Cache-Status field and as the reason label of the not-stored metric.
 const (
-	reasonMethod          = "method"
-	reasonStatus          = "status"
-	reasonPartial         = "partial-content"
-	reasonRequestNoStore  = "request-no-store"
-	reasonNoStore         = "no-store"
-	reasonMustUnderstand  = "must-understand"
-	reasonPrivate         = "private"
-	reasonAuthorization   = "authorization"
-	reasonSetCookie       = "set-cookie"
-	reasonVaryStar        = "vary-star"
-	reasonTrailers        = "trailers"
-	reasonNoFreshness     = "no-freshness-or-validator"
-	reasonTooLarge        = "too-large"
-	reasonIncomplete      = "incomplete"
-	reasonNoCacheNoValdtr = "no-cache-without-validator"
+	reasonMethod             = "method"
+	reasonStatus             = "status"
+	reasonPartial            = "partial-content"
+	reasonRequestNoStore     = "request-no-store"
+	reasonNoStore            = "no-store"
+	reasonMustUnderstand     = "must-understand"
+	reasonPrivate            = "private"
+	reasonAuthorization      = "authorization"
+	reasonSetCookie          = "set-cookie"
+	reasonVaryStar           = "vary-star"
+	reasonTrailers           = "trailers"
+	reasonNoFreshness        = "no-freshness-or-validator"
+	reasonTooLarge           = "too-large"
+	reasonIncomplete         = "incomplete"
+	reasonNoCacheNoValidator = "no-cache-without-validator"
 )
 
 // storePolicy is the part of a route's policy that decides storability.
@@ -93,7 +93,7 @@ func storable(req *http.Request, reqCC directives, status int, h http.Header, cc
 	// be reused: no freshness, nothing to revalidate with, no stale use.
 	validator := h.Get("ETag") != "" || h.Get("Last-Modified") != ""
 	if cc.noCache && p.strict && !validator {
-		return reasonNoCacheNoValdtr
+		return reasonNoCacheNoValidator
 	}
 	lifetime, _ := freshnessLifetime(status, h, cc, timing{}, p.heuristic)
 	if !explicit && lifetime == 0 && !validator && !cc.staleIfError.valid && !cc.staleWhileRevalidate.valid {
@@ -102,8 +102,8 @@ func storable(req *http.Request, reqCC directives, status int, h http.Header, cc
 	return ""
 }
 
-// understoodStatus reports whether this cache knows the caching rules of
-// status, which is what must-understand asks (RFC 9111 section 5.2.2.3).
+// understoodStatus reports whether this cache implements the caching rules
+// for status, as must-understand requires (RFC 9111 section 5.2.2.3).
 func understoodStatus(status int) bool {
 	switch status {
 	case 200, 203, 204, 300, 301, 302, 303, 307, 308, 404, 405, 410, 414, 501:
@@ -132,9 +132,9 @@ var hopByHop = []string{
 }
 
 // storedHeader returns a copy of h without the fields a shared cache must
-// not keep or serve to other clients: hop-by-hop fields and those named in
-// Connection, Set-Cookie, fields named by a qualified private directive, and
-// Age, which is computed again when serving.
+// not keep or serve to other clients. These are hop-by-hop fields, fields
+// named in Connection or by a qualified private directive, and Set-Cookie.
+// Age is dropped too because it is computed again when serving.
 func storedHeader(h http.Header, cc directives) http.Header {
 	out := h.Clone()
 	for _, line := range h.Values("Connection") {

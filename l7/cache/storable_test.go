@@ -45,7 +45,7 @@ func TestStorable(t *testing.T) {
 		{"3 404 is cacheable by default", httptestRequest("GET"), 404, header("ETag", `"x"`), strict, ""},
 		{"3 200 with only a validator", httptestRequest("GET"), 200, header("ETag", `"x"`), strict, ""},
 		{"3 200 with nothing to reuse", httptestRequest("GET"), 200, header("Content-Type", "text/plain"), strict, reasonNoFreshness},
-		{"5.2.2.4 no-cache needs a validator", httptestRequest("GET"), 200, header("Cache-Control", "no-cache, max-age=60"), strict, reasonNoCacheNoValdtr},
+		{"5.2.2.4 no-cache needs a validator", httptestRequest("GET"), 200, header("Cache-Control", "no-cache, max-age=60"), strict, reasonNoCacheNoValidator},
 		{"5.2.2.4 no-cache with ETag", httptestRequest("GET"), 200, header("Cache-Control", "no-cache", "ETag", `"x"`), strict, ""},
 		{"3 trailers are not stored", httptestRequest("GET"), 200, header("Cache-Control", "max-age=60", "Trailer", "X-Checksum"), strict, reasonTrailers},
 	}
@@ -76,14 +76,14 @@ func TestStoredHeader(t *testing.T) {
 		"ETag", `"e"`,
 	)
 	got := storedHeader(h, parseCacheControl(h))
-	for _, gone := range []string{"Connection", "X-Hop", "Keep-Alive", "Transfer-Encoding", "Proxy-Authenticate", "Set-Cookie", "Age", "X-User"} {
-		if v := got.Values(gone); len(v) != 0 {
-			t.Errorf("stored header kept %s: %q", gone, v)
+	for _, removed := range []string{"Connection", "X-Hop", "Keep-Alive", "Transfer-Encoding", "Proxy-Authenticate", "Set-Cookie", "Age", "X-User"} {
+		if v := got.Values(removed); len(v) != 0 {
+			t.Errorf("stored header kept %s: %q", removed, v)
 		}
 	}
-	for _, kept := range []string{"Content-Type", "ETag", "Cache-Control"} {
-		if got.Get(kept) == "" {
-			t.Errorf("stored header lost %s", kept)
+	for _, retained := range []string{"Content-Type", "ETag", "Cache-Control"} {
+		if got.Get(retained) == "" {
+			t.Errorf("stored header lost %s", retained)
 		}
 	}
 	if h.Get("Set-Cookie") == "" {

@@ -126,7 +126,7 @@ func (e *entry) hasValidator() bool {
 	return e.header.Get("ETag") != "" || e.header.Get("Last-Modified") != ""
 }
 
-// lookupResult says why a lookup found nothing, in Cache-Status terms.
+// lookupResult is the outcome of a lookup, in Cache-Status terms.
 type lookupResult int
 
 const (
@@ -210,21 +210,21 @@ func (s *store) insert(e *entry) bool {
 			}
 		}
 	}
-	kept := make([]*entry, 0, len(variants)+1)
+	remaining := make([]*entry, 0, len(variants)+1)
 	for _, old := range variants {
 		if sameVariant(old, e) {
 			s.unlinkLocked(old)
 			continue
 		}
-		kept = append(kept, old)
+		remaining = append(remaining, old)
 	}
-	for len(kept) >= maxVariants {
-		oldest := kept[0]
+	for len(remaining) >= maxVariants {
+		oldest := remaining[0]
 		s.unlinkLocked(oldest)
-		kept = kept[1:]
+		remaining = remaining[1:]
 		s.evictedLocked(1)
 	}
-	s.byKey[e.primary] = append(kept, e)
+	s.byKey[e.primary] = append(remaining, e)
 	e.elem = s.lru.PushFront(e)
 	s.size += e.size
 	s.count++

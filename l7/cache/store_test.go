@@ -14,8 +14,8 @@ func testEntry(primary string, bodySize int, fields ...string) *entry {
 }
 
 func TestStoreEvictsLeastRecentlyUsed(t *testing.T) {
-	one := testEntry("GET http://h/1", 1000)
-	budget := 3*one.size + one.size/2
+	sample := testEntry("GET http://h/1", 1000)
+	budget := 3*sample.size + sample.size/2
 	evicted := 0
 	s := newStore(budget, func(n int) { evicted += n })
 
@@ -34,12 +34,12 @@ func TestStoreEvictsLeastRecentlyUsed(t *testing.T) {
 		t.Errorf("evicted = %d, want 1", evicted)
 	}
 	for _, tc := range []struct {
-		path string
-		kept bool
+		path   string
+		stored bool
 	}{{"/1", true}, {"/2", false}, {"/3", true}, {"/4", true}} {
 		e, _ := s.get(requestKey{primary: "GET http://h" + tc.path}, http.Header{}, false)
-		if (e != nil) != tc.kept {
-			t.Errorf("after eviction %s stored = %v, want %v", tc.path, e != nil, tc.kept)
+		if (e != nil) != tc.stored {
+			t.Errorf("after eviction %s stored = %v, want %v", tc.path, e != nil, tc.stored)
 		}
 	}
 	size, count := s.stats()
