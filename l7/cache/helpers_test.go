@@ -98,8 +98,13 @@ func defaultPolicy() RoutePolicy {
 
 func newTestProxy(t *testing.T, clock *testClock, o *origin, p RoutePolicy) *testProxy {
 	t.Helper()
+	return newTestProxyWithBudget(t, clock, o, p, 16<<20)
+}
+
+func newTestProxyWithBudget(t *testing.T, clock *testClock, o *origin, p RoutePolicy, maxBytes int64) *testProxy {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	c, err := New(Config{MaxBytes: 16 << 20, Now: clock.Now}, nil, reg)
+	c, err := New(Config{MaxBytes: maxBytes, Now: clock.Now}, nil, reg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}

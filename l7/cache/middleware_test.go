@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -1031,5 +1032,120 @@ func TestMiddlewareBypassesRiskyRequests(t *testing.T) {
 	resp.Body.Close()
 	if cs := resp.Header.Get("Cache-Status"); !strings.Contains(cs, "fwd=bypass") {
 		t.Errorf("GET with a body: Cache-Status %q, want fwd=bypass", cs)
+	}
+}
+
+func TestMiddlewareSetCookieIn304NotStored(t *testing.T) {
+	clock := newTestClock()
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("ETag", `"c"`)
+		fmt.Fprint(w, "x")
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+	p.get(t, "/c304")
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("Set-Cookie", "refresh=alice")
+		w.WriteHeader(http.StatusNotModified)
+	})
+	clock.Advance(20 * time.Second)
+	alice := p.get(t, "/c304")
+	if got := alice.header.Get("Set-Cookie"); got != "refresh=alice" {
+		t.Errorf("revalidating client Set-Cookie = %q, want refresh=alice", got)
+	}
+	bob := p.get(t, "/c304")
+	wantCacheStatus(t, bob, "hit")
+	if got := bob.header.Get("Set-Cookie"); got != "" {
+		t.Errorf("next client received Set-Cookie %q from the 304", got)
+	}
+}
+
+func TestMiddlewareSchemesNeverShare(t *testing.T) {
+	clock := newTestClock()
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprintf(w, "proto=%s", r.Header.Get("X-Forwarded-Proto"))
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+	tlsFront := httptest.NewTLSServer(p.srv.Config.Handler)
+	t.Cleanup(tlsFront.Close)
+
+	p.get(t, "/s", "Host: shop.example")
+	req, err := http.NewRequest(http.MethodGet, tlsFront.URL+"/s", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = "shop.example"
+	resp, err := tlsFront.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cs := resp.Header.Get("Cache-Status"); !strings.Contains(cs, "fwd=uri-miss") {
+		t.Errorf("https request Cache-Status = %q, want a miss separate from http", cs)
+	}
+	wantRequests(t, o, 2)
+}
+
+func TestMiddlewareEvictsToBudget(t *testing.T) {
+	clock := newTestClock()
+	body := strings.Repeat("b", 10<<10)
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprint(w, body)
+	})
+	p := newTestProxyWithBudget(t, clock, o, defaultPolicy(), 64<<10)
+	c := p.cache
+
+	for i := range 20 {
+		p.get(t, fmt.Sprintf("/e/%d", i))
+	}
+	size, entries := c.Stats()
+	if size > 64<<10 {
+		t.Errorf("size = %d, want at most the 64 KiB budget", size)
+	}
+	if entries < 4 || entries > 6 {
+		t.Errorf("entries = %d, want 4 to 6 entries of about 10 KiB in 64 KiB", entries)
+	}
+	if got := p.counter(t, "tidegate_l7_cache_evictions_total", nil); int(got) != 20-entries {
+		t.Errorf("evictions_total = %v, want %d", got, 20-entries)
+	}
+	if got := p.counter(t, "tidegate_l7_cache_entries", nil); int(got) != entries {
+		t.Errorf("entries gauge = %v, want %d", got, entries)
+	}
+	// The most recent entry survives, the first one was evicted.
+	wantCacheStatus(t, p.get(t, "/e/19"), "hit")
+	wantCacheStatus(t, p.get(t, "/e/0"), "fwd=uri-miss")
+}
+
+func TestMiddlewareTruncatedBodyNotStored(t *testing.T) {
+	clock := newTestClock()
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60, stale-while-revalidate=60")
+		w.Header().Set("Content-Length", "100")
+		w.WriteHeader(200)
+		io.WriteString(w, "only ten b")
+		// Closing the connection early makes the proxy abort the body.
+		conn, _, err := http.NewResponseController(w).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+
+	req, err := http.NewRequest(http.MethodGet, p.srv.URL+"/t", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := p.srv.Client().Do(req); err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err == nil {
+			t.Error("reading a truncated body succeeded, want an error")
+		}
+	}
+	if _, n := p.cache.Stats(); n != 0 {
+		t.Errorf("entries = %d after a truncated response, want 0", n)
 	}
 }

@@ -82,3 +82,25 @@ func TestPurgeHandler(t *testing.T) {
 		t.Errorf("purged_total = %v, want 10", got)
 	}
 }
+
+// FuzzPurgeKeys checks that any purge target either is rejected or yields
+// one key per scheme, each starting with the GET method class.
+func FuzzPurgeKeys(f *testing.F) {
+	for _, seed := range []string{"https://example.com/a?b", "example.com", "ftp://x/", "://", "http://[::1]:80/%zz", "h/../a", ""} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		keys, err := purgeKeys(target)
+		if err != nil {
+			return
+		}
+		if len(keys) < 1 || len(keys) > 2 {
+			t.Fatalf("purgeKeys(%q) = %d keys", target, len(keys))
+		}
+		for _, k := range keys {
+			if !strings.HasPrefix(k, "GET http://") && !strings.HasPrefix(k, "GET https://") {
+				t.Fatalf("purgeKeys(%q) gave key %q", target, k)
+			}
+		}
+	})
+}

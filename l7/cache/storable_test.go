@@ -90,3 +90,40 @@ func TestStoredHeader(t *testing.T) {
 		t.Error("storedHeader changed its input")
 	}
 }
+
+// FuzzResponseHeaders feeds arbitrary caching fields through storability,
+// entry creation, reuse decisions and a 304 update, checking that nothing
+// panics and that lifetimes and ages are never negative.
+func FuzzResponseHeaders(f *testing.F) {
+	f.Add("max-age=60", "", "", "", "", 200)
+	f.Add("s-maxage=x, stale-while-revalidate=5", "Mon, 02 Jan 2006 15:04:05 GMT", "0", "-1", "Accept-Encoding, *", 404)
+	f.Add(`private="a,b", no-cache`, "garbage", "Thu, 01 Jan 1970 00:00:00 GMT", "99999999999999999999", "Cookie", 302)
+	f.Fuzz(func(t *testing.T, cc, date, expires, age, vary string, status int) {
+		if status < 100 || status > 999 {
+			return
+		}
+		h := http.Header{}
+		for name, v := range map[string]string{"Cache-Control": cc, "Date": date, "Expires": expires, "Age": age, "Vary": vary, "Last-Modified": date} {
+			if v != "" {
+				h.Set(name, v)
+			}
+		}
+		req := httptestRequest("GET", "Cache-Control", cc, "Accept-Encoding", vary)
+		respCC := parseCacheControl(h)
+		_ = storable(req, parseCacheControl(req.Header), status, h, respCC, storePolicy{strict: true, heuristic: true})
+
+		e := newEntry(requestKey{primary: "GET http://h/"}, req, status, storedHeader(h, respCC), nil, newTiming(h, t0, t0), true)
+		if e.lifetime < 0 {
+			t.Fatalf("lifetime %v < 0 for %v", e.lifetime, h)
+		}
+		ru := evaluate(e, parseCacheControl(req.Header), t0.Add(90e9), true)
+		if ru.age < 0 {
+			t.Fatalf("age %v < 0 for %v", ru.age, h)
+		}
+		_ = staleIfErrorAllowed(e, respCC, t0, true)
+		updated := e.freshen(h, t0, t0, true)
+		if updated.lifetime < 0 || updated.size <= 0 {
+			t.Fatalf("freshen gave lifetime %v size %d", updated.lifetime, updated.size)
+		}
+	})
+}
