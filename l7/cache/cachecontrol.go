@@ -54,6 +54,25 @@ func parseCacheControl(h http.Header) directives {
 	return d
 }
 
+// parseRequestCacheControl parses the request's Cache-Control. A request
+// without one that sends the HTTP/1.0 "Pragma: no-cache" gets no-cache, as
+// RFC 7234 section 5.4 required; RFC 9111 deprecates Pragma but the reading
+// only makes the cache more careful.
+func parseRequestCacheControl(h http.Header) directives {
+	if len(h.Values("Cache-Control")) > 0 {
+		return parseCacheControl(h)
+	}
+	var d directives
+	for _, line := range h.Values("Pragma") {
+		for member := range strings.SplitSeq(line, ",") {
+			if strings.EqualFold(trimOWS(member), "no-cache") {
+				d.noCache = true
+			}
+		}
+	}
+	return d
+}
+
 func parseDirectiveList(s string, d *directives) {
 	for len(s) > 0 {
 		var name, arg string

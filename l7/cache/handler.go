@@ -63,7 +63,7 @@ func bypass(r *http.Request) bool {
 
 // serveCacheable serves a GET or HEAD request from the cache or upstream.
 func (h *handler) serveCacheable(w http.ResponseWriter, r *http.Request) {
-	reqCC := parseCacheControl(r.Header)
+	reqCC := parseRequestCacheControl(r.Header)
 	if reqCC.noStore {
 		// RFC 9111 section 5.2.1.5: nothing of this exchange is stored.
 		h.forwardUncached(w, r, "request")
@@ -481,7 +481,7 @@ func (h *handler) refreshInBackground(r *http.Request, k requestKey, e *entry) {
 				}
 			}
 		}()
-		h.forward(&discardWriter{}, out, k, parseCacheControl(out.Header), e, "stale")
+		h.forward(&discardWriter{}, out, k, parseRequestCacheControl(out.Header), e, "stale")
 	}()
 }
 

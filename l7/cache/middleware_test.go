@@ -680,6 +680,7 @@ func TestMiddlewareRequestDirectives(t *testing.T) {
 		{"max-age below age", "Cache-Control: max-age=30", false},
 		{"min-fresh satisfied", "Cache-Control: min-fresh=10", true},
 		{"min-fresh unmet", "Cache-Control: min-fresh=90", false},
+		{"pragma no-cache alone", "Pragma: no-cache", false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
