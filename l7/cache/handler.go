@@ -78,7 +78,6 @@ func (h *handler) serveCacheable(w http.ResponseWriter, r *http.Request) {
 			h.gatewayTimeout(w)
 			return
 		}
-		h.c.metrics.misses.WithLabelValues(h.p.Route).Inc()
 		h.forwardCoalesced(w, r, k, reqCC, nil, missReason(found))
 		return
 	}
@@ -107,7 +106,6 @@ func (h *handler) serveCacheable(w http.ResponseWriter, r *http.Request) {
 		h.gatewayTimeout(w)
 		return
 	}
-	h.c.metrics.misses.WithLabelValues(h.p.Route).Inc()
 	fwd := "stale"
 	if !ru.stale {
 		fwd = "request"
@@ -131,6 +129,7 @@ func (h *handler) forwardCoalesced(w http.ResponseWriter, r *http.Request, k req
 	fl, leader := h.c.flights.join(flightKey)
 	if leader {
 		defer h.c.flights.finish(flightKey, fl)
+		h.c.metrics.misses.WithLabelValues(h.p.Route).Inc()
 		h.forward(w, r, k, reqCC, stale, fwd)
 		return
 	}
@@ -143,6 +142,7 @@ func (h *handler) forwardCoalesced(w http.ResponseWriter, r *http.Request, k req
 		if e != nil {
 			now := h.c.now()
 			if evaluate(e, reqCC, now, h.sp.strict).verdict == verdictFresh {
+				h.c.metrics.hits.WithLabelValues(h.p.Route).Inc()
 				h.c.metrics.coalesced.WithLabelValues(h.p.Route).Inc()
 				h.serveStored(w, r, e, now, cacheStatus{hit: true, collapsed: true})
 				return
@@ -153,6 +153,7 @@ func (h *handler) forwardCoalesced(w http.ResponseWriter, r *http.Request, k req
 	case <-r.Context().Done():
 		return
 	}
+	h.c.metrics.misses.WithLabelValues(h.p.Route).Inc()
 	h.forward(w, r, k, reqCC, stale, fwd)
 }
 
@@ -235,6 +236,9 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, k requestKey, 
 
 	h.next.ServeHTTP(u, out)
 	u.finish()
+	if u.toClient {
+		copyTrailers(w.Header(), u.header)
+	}
 
 	switch outcome {
 	case outcomeNotModified:

@@ -21,11 +21,11 @@ func newMetrics(reg prometheus.Registerer, s *store) (*metrics, error) {
 	m := &metrics{
 		hits: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tidegate_l7_cache_hits_total",
-			Help: "Requests answered from the cache without contacting the upstream.",
+			Help: "Requests served from the cache without contacting the upstream, including those that waited for a concurrent request.",
 		}, []string{"route"}),
 		misses: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tidegate_l7_cache_misses_total",
-			Help: "Cacheable requests forwarded upstream because no usable entry was stored.",
+			Help: "GET and HEAD requests forwarded upstream because no stored entry could be used without contacting it.",
 		}, []string{"route"}),
 		staleServed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "tidegate_l7_cache_stale_served_total",

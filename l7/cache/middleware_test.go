@@ -1150,3 +1150,51 @@ func TestMiddlewareTruncatedBodyNotStored(t *testing.T) {
 		t.Errorf("entries = %d after a truncated response, want 0", n)
 	}
 }
+
+func TestMiddlewareCountsHitsAndMisses(t *testing.T) {
+	clock := newTestClock()
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=10")
+		fmt.Fprint(w, "x")
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+	p.get(t, "/m")             // miss
+	p.get(t, "/m")             // hit
+	clock.Advance(time.Minute) // stale
+	p.get(t, "/m")             // miss
+	for name, want := range map[string]float64{
+		"tidegate_l7_cache_hits_total":   1,
+		"tidegate_l7_cache_misses_total": 2,
+		"tidegate_l7_cache_stored_total": 2,
+	} {
+		if got := p.counter(t, name, map[string]string{"route": "test"}); got != want {
+			t.Errorf("%s = %v, want %v", name, got, want)
+		}
+	}
+}
+
+func TestMiddlewarePassesTrailers(t *testing.T) {
+	clock := newTestClock()
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Checksum")
+		w.Header().Set("Cache-Control", "max-age=60")
+		w.WriteHeader(200)
+		fmt.Fprint(w, "data")
+		w.Header().Set("X-Checksum", "abc")
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+	resp, err := p.srv.Client().Get(p.srv.URL + "/trailer")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(resp.Body); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := resp.Trailer.Get("X-Checksum"); got != "abc" {
+		t.Errorf("trailer X-Checksum = %q, want abc", got)
+	}
+	if cs := resp.Header.Get("Cache-Status"); !strings.Contains(cs, "detail=trailers") {
+		t.Errorf("Cache-Status = %q, want detail=trailers", cs)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -102,6 +103,22 @@ func (u *upstreamWriter) body() ([]byte, bool) {
 		return nil, false
 	}
 	return bytes.Clone(u.buf.Bytes()), true
+}
+
+// copyTrailers moves trailer values that the next handler set after the
+// body into the client's header, where net/http sends them as trailers:
+// fields announced in Trailer and fields named with http.TrailerPrefix.
+func copyTrailers(client, upstream http.Header) {
+	for _, name := range canonicalFields(upstream.Values("Trailer")) {
+		if values, ok := upstream[name]; ok {
+			client[name] = values
+		}
+	}
+	for name, values := range upstream {
+		if strings.HasPrefix(name, http.TrailerPrefix) {
+			client[name] = values
+		}
+	}
 }
 
 // hookWriter calls onHeader once just before the final status goes to the
