@@ -162,6 +162,17 @@ func (c *Cache) Middleware(p RoutePolicy, next http.Handler) http.Handler {
 	}
 }
 
+// Resize changes the memory budget, for a configuration reload, evicting
+// least recently used entries when the new budget is smaller.
+func (c *Cache) Resize(maxBytes int64) error {
+	if maxBytes <= 0 {
+		return fmt.Errorf("%w: max bytes %d must be positive", ErrInvalidConfig, maxBytes)
+	}
+	c.store.setMax(maxBytes)
+	c.logger.Info("cache resized", "max_bytes", maxBytes)
+	return nil
+}
+
 // Wait blocks until background refreshes started so far have finished.
 func (c *Cache) Wait() { c.background.Wait() }
 

@@ -11,6 +11,10 @@
 //	adm.HandleMutating("POST /cache/purge", c.PurgeHandler())
 //	adm.HandleMutating("DELETE /cache/purge", c.PurgeHandler())
 //
+// On a configuration reload, build new handlers with Middleware on the same
+// Cache to keep the stored entries, and call [Cache.Resize] when the budget
+// changes.
+//
 // The upstream handler (an httputil.ReverseProxy) performs each upstream
 // request. The middleware calls it with the client's request for misses,
 // with a conditional copy for revalidations, and from a goroutine for
@@ -101,5 +105,8 @@
 //     not stored. A Range request that hits a stored 200 gets a 206 built
 //     from the stored body.
 //   - Purging by prefix scans every key while holding the store's lock.
+//   - The budget counts stored entries only. Each cacheable response in
+//     flight also buffers up to the route's maximum entry size until it is
+//     stored or found too large.
 //   - Entries live in memory only; there is no disk tier.
 package cache

@@ -195,11 +195,11 @@ func newer(a, b *entry) bool {
 // least recently used entries until the budget holds. It returns false when
 // e alone is larger than the budget.
 func (s *store) insert(e *entry) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if e.size > s.max {
 		return false
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
 
 	variants := s.byKey[e.primary]
 	if e.headOnly {
@@ -243,6 +243,20 @@ func (s *store) evictedLocked(n int) {
 	if n > 0 && s.evicted != nil {
 		s.evicted(n)
 	}
+}
+
+// setMax changes the budget and evicts least recently used entries until
+// the store fits it.
+func (s *store) setMax(maxBytes int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.max = maxBytes
+	evicted := 0
+	for s.size > s.max {
+		s.removeLocked(s.lru.Back().Value.(*entry))
+		evicted++
+	}
+	s.evictedLocked(evicted)
 }
 
 // replace swaps old for updated when old is still stored, and inserts

@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -119,5 +120,41 @@ func TestStoreLookupResult(t *testing.T) {
 	}
 	if _, res := s.get(requestKey{primary: "GET http://h/v"}, header("Accept-Language", "de"), false); res != lookupVaryMiss {
 		t.Errorf("other language: result %v, want vary-miss", res)
+	}
+}
+
+func TestStoreSetMaxEvicts(t *testing.T) {
+	evicted := 0
+	s := newStore(1<<20, func(n int) { evicted += n })
+	for i := range 10 {
+		s.insert(testEntry(fmt.Sprintf("GET http://h/%d", i), 1000))
+	}
+	sample := testEntry("GET http://h/x", 1000)
+	s.setMax(3 * sample.size)
+	size, count := s.stats()
+	if count != 3 || size > 3*sample.size {
+		t.Errorf("after setMax: %d entries, %d bytes; want 3 entries within %d bytes", count, size, 3*sample.size)
+	}
+	if evicted != 7 {
+		t.Errorf("evicted = %d, want 7", evicted)
+	}
+	if e, _ := s.get(requestKey{primary: "GET http://h/9"}, http.Header{}, false); e == nil {
+		t.Error("most recent entry was evicted")
+	}
+}
+
+func TestCacheRejectsZeroBudget(t *testing.T) {
+	if _, err := New(Config{}, nil, nil); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("New with no budget: err = %v, want ErrInvalidConfig", err)
+	}
+	c, err := New(Config{MaxBytes: 1 << 20}, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Resize(0); !errors.Is(err, ErrInvalidConfig) {
+		t.Errorf("Resize(0): err = %v, want ErrInvalidConfig", err)
+	}
+	if err := c.Resize(2 << 20); err != nil {
+		t.Errorf("Resize(2MiB): %v", err)
 	}
 }
