@@ -18,13 +18,14 @@ import (
 type Config struct {
 	// MaxBytes is the memory budget for stored header fields and bodies.
 	MaxBytes int64
-	// Name identifies this cache in the Cache-Status field; "tidegate" when
-	// empty.
+	// Name identifies this cache in the Cache-Status field. Empty means
+	// "tidegate".
 	Name string
-	// Now returns the current time; time.Now when nil. Tests inject a clock.
+	// Now returns the current time. Nil means time.Now, and tests inject a
+	// clock here.
 	Now func() time.Time
 	// RefreshTimeout bounds a background refresh started by
-	// stale-while-revalidate; 30s when zero.
+	// stale-while-revalidate. Zero means 30s.
 	RefreshTimeout time.Duration
 }
 
@@ -32,8 +33,8 @@ type Config struct {
 type RoutePolicy struct {
 	// Route names the route in metrics.
 	Route string
-	// Enabled turns caching on; a disabled policy makes Middleware return
-	// next unchanged.
+	// Enabled turns caching on. Middleware returns next unchanged for a
+	// disabled policy.
 	Enabled bool
 	// KeyParts are extra key parts: "header:NAME", "cookie:NAME", "client".
 	KeyParts []string

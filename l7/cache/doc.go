@@ -84,7 +84,7 @@
 // entries for its URI and for same-origin Location and Content-Location.
 // Upgrades, and GET or HEAD requests with a body or a method-override field
 // (X-HTTP-Method-Override and similar), bypass the cache because the
-// upstream may answer them with something the key does not describe.
+// upstream may return a response that the key does not describe.
 //
 // # Metrics
 //

@@ -21,17 +21,17 @@ func (c *Cache) PurgeHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost && r.Method != http.MethodDelete {
 			w.Header().Set("Allow", "POST, DELETE")
-			http.Error(w, "purge needs POST or DELETE", http.StatusMethodNotAllowed)
+			c.rejectPurge(w, r, http.StatusMethodNotAllowed, "method "+r.Method+" not allowed (use POST or DELETE)")
 			return
 		}
 		form, err := purgeForm(w, r)
 		if err != nil {
-			http.Error(w, "invalid purge request: "+err.Error(), http.StatusBadRequest)
+			c.rejectPurge(w, r, http.StatusBadRequest, "invalid purge request: "+err.Error())
 			return
 		}
 		exact, prefix := form.Get("url"), form.Get("prefix")
 		if (exact == "") == (prefix == "") {
-			http.Error(w, "give exactly one of url or prefix", http.StatusBadRequest)
+			c.rejectPurge(w, r, http.StatusBadRequest, "invalid purge request: set exactly one of url or prefix")
 			return
 		}
 
@@ -41,7 +41,7 @@ func (c *Cache) PurgeHandler() http.Handler {
 		}
 		keys, err := purgeKeys(target)
 		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+			c.rejectPurge(w, r, http.StatusBadRequest, err.Error())
 			return
 		}
 		n := 0
@@ -60,6 +60,12 @@ func (c *Cache) PurgeHandler() http.Handler {
 			Purged int `json:"purged"`
 		}{n})
 	})
+}
+
+// rejectPurge sends status with msg and logs the rejected request.
+func (c *Cache) rejectPurge(w http.ResponseWriter, r *http.Request, status int, msg string) {
+	c.logger.Warn("purge request rejected", "status", status, "err", msg, "remote", r.RemoteAddr)
+	http.Error(w, msg, status)
 }
 
 // purgeForm merges the query with a form-encoded body. net/http parses a

@@ -17,8 +17,8 @@ const entryOverhead = 256
 // sending many distinct Vary values cannot crowd out other URIs.
 const maxVariants = 32
 
-// entry is one stored response. An entry is never changed after it is
-// inserted; a revalidation stores an updated copy in its place.
+// entry is one stored response. Its response fields never change after it
+// is inserted, because a revalidation stores an updated copy in its place.
 type entry struct {
 	primary  string
 	extra    string
@@ -152,8 +152,8 @@ func newStore(maxBytes int64, evicted func(n int)) *store {
 }
 
 // get returns the entry that k and the request header h select, and marks
-// it recently used. A HEAD request may use GET entries and HEAD-only ones; a
-// GET request only GET entries. Among several matches the most recent
+// it recently used. A HEAD request may use GET entries and HEAD-only ones,
+// but a GET request only GET entries. Among several matches the most recent
 // response wins (RFC 9111 section 4.1).
 func (s *store) get(k requestKey, h http.Header, head bool) (*entry, lookupResult) {
 	s.mu.Lock()
