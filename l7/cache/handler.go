@@ -324,15 +324,25 @@ func (e *entry) freshen(h304 http.Header, requestTime, responseTime time.Time, h
 		}
 		header[name] = values
 	}
-	n := *e
-	n.elem = nil
-	n.header = header
-	n.cc = parseCacheControl(header)
-	n.timing = newTiming(h304, requestTime, responseTime)
 	setMissingDate(header, h304, responseTime)
+
+	// Copy field by field: elem belongs to the store and may change under
+	// its lock while this runs.
+	n := &entry{
+		primary:    e.primary,
+		extra:      e.extra,
+		headOnly:   e.headOnly,
+		status:     e.status,
+		header:     header,
+		body:       e.body,
+		cc:         parseCacheControl(header),
+		timing:     newTiming(h304, requestTime, responseTime),
+		varyNames:  e.varyNames,
+		varyValues: e.varyValues,
+	}
 	n.lifetime, _ = freshnessLifetime(n.status, header, n.cc, n.timing, heuristic)
-	n.size = entrySize(&n)
-	return &n
+	n.size = entrySize(n)
+	return n
 }
 
 // setMissingDate sets Date in stored to the time received when the response
