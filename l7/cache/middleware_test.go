@@ -1198,3 +1198,38 @@ func TestMiddlewarePassesTrailers(t *testing.T) {
 		t.Errorf("Cache-Status = %q, want detail=trailers", cs)
 	}
 }
+
+func TestMiddlewareOverHTTP2(t *testing.T) {
+	clock := newTestClock()
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "over h2")
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+	front := httptest.NewUnstartedServer(p.srv.Config.Handler)
+	front.EnableHTTP2 = true
+	front.StartTLS()
+	t.Cleanup(front.Close)
+
+	for i, want := range []string{"fwd=uri-miss", "hit"} {
+		resp, err := front.Client().Get(front.URL + "/h2")
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.ProtoMajor != 2 {
+			t.Fatalf("request %d used HTTP/%d, want HTTP/2", i, resp.ProtoMajor)
+		}
+		if string(body) != "over h2" {
+			t.Errorf("request %d body = %q", i, body)
+		}
+		if cs := resp.Header.Get("Cache-Status"); !strings.Contains(cs, want) {
+			t.Errorf("request %d Cache-Status = %q, want %q", i, cs, want)
+		}
+	}
+	wantRequests(t, o, 1)
+}

@@ -1,13 +1,18 @@
 package cache
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+
+	"github.com/tidegate/tidegate/shared/admin"
 )
 
 func TestPurgeHandler(t *testing.T) {
@@ -103,4 +108,47 @@ func FuzzPurgeKeys(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestPurgeThroughAdminServer(t *testing.T) {
+	clock := newTestClock()
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprint(w, "x")
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+	p.get(t, "/doc", "Host: www.example")
+
+	adm := admin.New("s3cret", false, slog.New(slog.DiscardHandler))
+	adm.HandleMutating("POST /cache/purge", p.cache.PurgeHandler())
+	if err := adm.Listen("127.0.0.1:0"); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { adm.Shutdown(context.Background()) })
+	purgeURL := "http://" + adm.Addr().String() + "/cache/purge?url=http://www.example/doc"
+
+	resp, err := http.Post(purgeURL, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("purge without token: status %d, want 401", resp.StatusCode)
+	}
+
+	req, err := http.NewRequest(http.MethodPost, purgeURL, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err = http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"purged":1`) {
+		t.Errorf("purge with token: status %d body %q, want 200 and purged 1", resp.StatusCode, body)
+	}
+	wantCacheStatus(t, p.get(t, "/doc", "Host: www.example"), "fwd=uri-miss")
 }
