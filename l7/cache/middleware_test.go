@@ -1233,3 +1233,47 @@ func TestMiddlewareOverHTTP2(t *testing.T) {
 	}
 	wantRequests(t, o, 1)
 }
+
+func TestMiddleware304WithOtherETagRefetches(t *testing.T) {
+	clock := newTestClock()
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("ETag", `W/"a"`)
+		fmt.Fprint(w, "old")
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+	p.get(t, "/etag")
+	clock.Advance(20 * time.Second)
+
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=10")
+		if r.Header.Get("If-None-Match") != "" {
+			// A 304 for a different representation than the stored one.
+			w.Header().Set("ETag", `"b"`)
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("ETag", `W/"b"`)
+		fmt.Fprint(w, "new")
+	})
+	r := p.get(t, "/etag")
+	if r.body != "new" {
+		t.Errorf("body = %q, want new fetched after the mismatched 304", r.body)
+	}
+	wantRequests(t, o, 3)
+
+	// A strong ETag in the 304 that only differs from the stored weak one
+	// in weakness still updates the entry.
+	clock.Advance(20 * time.Second)
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("ETag", `"b"`)
+		w.WriteHeader(http.StatusNotModified)
+	})
+	r = p.get(t, "/etag")
+	if r.body != "new" {
+		t.Errorf("body = %q, want the stored new", r.body)
+	}
+	wantCacheStatus(t, r, "fwd-status=304")
+	wantRequests(t, o, 4)
+}
