@@ -98,9 +98,8 @@
 //   - A qualified no-cache ("no-cache=Set-Cookie") is treated as an
 //     unqualified one, which RFC 9111 section 5.2.2.4 allows, so such
 //     responses are revalidated on every use.
-//   - A 304 updates only the entry that was revalidated, not every variant
-//     with the same validator, and a HEAD response never freshens a stored
-//     GET response (RFC 9111 section 4.3.5).
+//   - A 304, or a 200 to HEAD, updates only the entry for the request's own
+//     variant, not every variant with the same validator.
 //   - A Range request that misses is forwarded as is, and the 206 it gets is
 //     not stored. A Range request that hits a stored 200 gets a 206 built
 //     from the stored body.

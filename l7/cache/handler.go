@@ -295,6 +295,9 @@ func (h *handler) storeResponse(r *http.Request, k requestKey, stale *entry, u *
 	case r.Method == http.MethodGet && contentLength(u.header) >= 0 && contentLength(u.header) != int64(len(body)):
 		reason = reasonIncomplete
 	}
+	if reason == "" && r.Method == http.MethodHead && u.status == http.StatusOK {
+		h.freshenFromHead(r, k, u, requestTime)
+	}
 	if reason == "" {
 		header := storedHeader(u.header, respCC)
 		setMissingDate(header, u.header, u.responseTime)
@@ -312,6 +315,36 @@ func (h *handler) storeResponse(r *http.Request, k requestKey, stale *entry, u *
 	if stale != nil && u.status < 500 {
 		h.c.store.removeEntry(stale)
 	}
+}
+
+// freshenFromHead applies a storable 200 to HEAD to the stored GET response
+// for the same variant (RFC 9111 section 4.3.5). When the validators and
+// Content-Length agree, the GET entry is freshened like by a 304. When they
+// differ, the GET entry describes an outdated representation and is removed.
+func (h *handler) freshenFromHead(r *http.Request, k requestKey, u *upstreamWriter, requestTime time.Time) {
+	e, _ := h.c.store.get(k, r.Header, false)
+	if e == nil || e.headOnly {
+		return
+	}
+	if !sameRepresentation(e, u.header) {
+		h.c.store.removeEntry(e)
+		return
+	}
+	h.c.store.replace(e, e.freshen(u.header, requestTime, u.responseTime, h.sp.heuristic))
+}
+
+// sameRepresentation reports whether the header of a HEAD response h
+// describes the body stored in e: equal entity tags (weakly compared) or,
+// without them, equal Last-Modified, and a Content-Length that matches.
+func sameRepresentation(e *entry, h http.Header) bool {
+	if cl := contentLength(h); cl >= 0 && cl != int64(len(e.body)) {
+		return false
+	}
+	storedTag, headTag := e.header.Get("ETag"), h.Get("ETag")
+	if storedTag != "" || headTag != "" {
+		return weakMatch(storedTag, headTag)
+	}
+	return e.header.Get("Last-Modified") == h.Get("Last-Modified")
 }
 
 // freshen returns a copy of e updated from the header of a 304 (RFC 9111

@@ -1277,3 +1277,44 @@ func TestMiddleware304WithOtherETagRefetches(t *testing.T) {
 	wantCacheStatus(t, r, "fwd-status=304")
 	wantRequests(t, o, 4)
 }
+
+func TestMiddlewareHeadFreshensStoredGet(t *testing.T) {
+	clock := newTestClock()
+	var etag atomic.Value
+	etag.Store(`"one"`)
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("ETag", etag.Load().(string))
+		w.Header().Set("X-Seen", r.Method)
+		w.Header().Set("Content-Length", "4")
+		if r.Method == http.MethodGet {
+			fmt.Fprint(w, "body")
+		}
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+	p.get(t, "/hf")
+
+	// A HEAD with the same ETag freshens the stored GET response.
+	clock.Advance(20 * time.Second)
+	wantStatus(t, p.do(t, http.MethodHead, "/hf"), 200)
+	r := p.get(t, "/hf")
+	wantCacheStatus(t, r, "hit")
+	if got := r.header.Get("X-Seen"); got != "HEAD" {
+		t.Errorf("X-Seen = %q, want HEAD from the freshening response (RFC 9111 section 4.3.5)", got)
+	}
+	if r.body != "body" {
+		t.Errorf("body = %q, want the stored body", r.body)
+	}
+	wantRequests(t, o, 2)
+
+	// A HEAD with another ETag shows the stored GET response is outdated.
+	clock.Advance(20 * time.Second)
+	etag.Store(`"two"`)
+	p.do(t, http.MethodHead, "/hf")
+	r = p.get(t, "/hf")
+	wantCacheStatus(t, r, "fwd=uri-miss")
+	if got := r.header.Get("ETag"); got != `"two"` {
+		t.Errorf("ETag after the change = %q, want \"two\"", got)
+	}
+	wantRequests(t, o, 4)
+}

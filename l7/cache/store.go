@@ -164,15 +164,24 @@ func (s *store) get(k requestKey, h http.Header, head bool) (*entry, lookupResul
 		return nil, lookupURIMiss
 	}
 	var best *entry
+	usable := 0
 	for _, e := range variants {
-		if e.extra != k.extra || (e.headOnly && !head) || !e.matchesVary(h) {
+		if e.headOnly && !head {
+			continue
+		}
+		usable++
+		if e.extra != k.extra || !e.matchesVary(h) {
 			continue
 		}
 		if best == nil || newer(e, best) {
 			best = e
 		}
 	}
-	if best == nil {
+	switch {
+	case usable == 0:
+		// Only HEAD responses are stored, which a GET cannot use.
+		return nil, lookupURIMiss
+	case best == nil:
 		return nil, lookupVaryMiss
 	}
 	s.lru.MoveToFront(best.elem)
