@@ -98,8 +98,9 @@
 //   - A qualified no-cache ("no-cache=Set-Cookie") is treated as an
 //     unqualified one, which RFC 9111 section 5.2.2.4 allows, so such
 //     responses are revalidated on every use.
-//   - A 304, or a 200 to HEAD, updates only the entry for the request's own
-//     variant, not every variant with the same validator.
+//   - A 304 with a strong ETag updates every variant stored with that ETag.
+//     A 304 with only a weak ETag or Last-Modified, and a 200 to HEAD,
+//     update only the entry for the request's own variant.
 //   - A Range request that misses is forwarded as is, and the 206 it gets is
 //     not stored. A Range request that hits a stored 200 gets a 206 built
 //     from the stored body.

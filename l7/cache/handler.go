@@ -276,6 +276,15 @@ func (h *handler) finishNotModified(w http.ResponseWriter, r *http.Request, k re
 	}
 	updated := stale.freshen(u.header, requestTime, u.responseTime, h.sp.heuristic)
 	h.c.store.replace(stale, updated)
+	if strongETag(got) {
+		// A strong validator identifies every stored variant with the same
+		// representation, so they are all updated (RFC 9111 section 4.3.4).
+		for _, other := range h.c.store.variants(stale.primary) {
+			if other != updated && other.header.Get("ETag") == got {
+				h.c.store.replace(other, other.freshen(u.header, requestTime, u.responseTime, h.sp.heuristic))
+			}
+		}
+	}
 	if cookies := u.header.Values("Set-Cookie"); len(cookies) > 0 {
 		// The cookie was set for this client, so it gets it, but the
 		// stored copy never keeps it.

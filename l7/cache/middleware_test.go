@@ -1318,3 +1318,27 @@ func TestMiddlewareHeadFreshensStoredGet(t *testing.T) {
 	}
 	wantRequests(t, o, 4)
 }
+
+func TestMiddleware304UpdatesVariantsWithSameETag(t *testing.T) {
+	clock := newTestClock()
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=10")
+		w.Header().Set("Vary", "Accept-Language")
+		w.Header().Set("ETag", `"same"`)
+		fmt.Fprint(w, "body")
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+	p.get(t, "/mv", "Accept-Language: en")
+	p.get(t, "/mv", "Accept-Language: fr")
+	clock.Advance(20 * time.Second)
+
+	o.set(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=100")
+		w.Header().Set("ETag", `"same"`)
+		w.WriteHeader(http.StatusNotModified)
+	})
+	wantCacheStatus(t, p.get(t, "/mv", "Accept-Language: en"), "fwd-status=304")
+	fr := p.get(t, "/mv", "Accept-Language: fr")
+	wantCacheStatus(t, fr, "hit", "ttl=100")
+	wantRequests(t, o, 3)
+}

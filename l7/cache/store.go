@@ -289,6 +289,13 @@ func (s *store) contains(e *entry) bool {
 	return false
 }
 
+// variants returns a copy of the entries stored under primary.
+func (s *store) variants(primary string) []*entry {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*entry(nil), s.byKey[primary]...)
+}
+
 // removeEntry drops e if it is still stored.
 func (s *store) removeEntry(e *entry) {
 	s.mu.Lock()
