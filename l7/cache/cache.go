@@ -163,6 +163,22 @@ func (c *Cache) Middleware(p RoutePolicy, next http.Handler) http.Handler {
 	}
 }
 
+// Invalidator returns a handler for routes without caching. It passes every
+// request to next unchanged, and a successful unsafe request still removes
+// the entries that other routes stored for its URI, Location and
+// Content-Location (RFC 9111 section 4.4).
+func (c *Cache) Invalidator(next http.Handler) http.Handler {
+	h := &handler{c: c, next: next}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+			next.ServeHTTP(w, r)
+		default:
+			h.invalidateAfter(w, r, false)
+		}
+	})
+}
+
 // Resize changes the memory budget, for a configuration reload, evicting
 // least recently used entries when the new budget is smaller.
 func (c *Cache) Resize(maxBytes int64) error {

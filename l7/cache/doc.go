@@ -11,6 +11,10 @@
 //	adm.HandleMutating("POST /cache/purge", c.PurgeHandler())
 //	adm.HandleMutating("DELETE /cache/purge", c.PurgeHandler())
 //
+// Routes without caching should go through [Cache.Invalidator], so that
+// their POST, PUT, DELETE and PATCH requests still invalidate what cached
+// routes stored for the same URI.
+//
 // On a configuration reload, build new handlers with Middleware on the same
 // Cache to keep the stored entries, and call [Cache.Resize] when the budget
 // changes.

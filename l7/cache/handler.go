@@ -457,10 +457,18 @@ func (h *handler) forwardUncached(w http.ResponseWriter, r *http.Request, fwd st
 // succeeds, invalidates the stored responses for its URI and for the
 // same-origin Location and Content-Location targets (RFC 9111 section 4.4).
 func (h *handler) serveUnsafe(w http.ResponseWriter, r *http.Request) {
+	h.invalidateAfter(w, r, true)
+}
+
+// invalidateAfter passes r to next and invalidates when the response status
+// is 2xx or 3xx. withStatus adds a Cache-Status member.
+func (h *handler) invalidateAfter(w http.ResponseWriter, r *http.Request, withStatus bool) {
 	var status int
 	var targets []string
 	hw := &hookWriter{ResponseWriter: w, onHeader: func(code int, hdr http.Header) {
-		hdr.Add("Cache-Status", cacheStatus{fwd: "method", fwdStatus: code}.format(h.c.name))
+		if withStatus {
+			hdr.Add("Cache-Status", cacheStatus{fwd: "method", fwdStatus: code}.format(h.c.name))
+		}
 		status = code
 		targets = []string{hdr.Get("Location"), hdr.Get("Content-Location")}
 		if code >= 200 && code < 400 {

@@ -1342,3 +1342,49 @@ func TestMiddleware304UpdatesVariantsWithSameETag(t *testing.T) {
 	wantCacheStatus(t, fr, "hit", "ttl=100")
 	wantRequests(t, o, 3)
 }
+
+func TestInvalidatorOnUncachedRoute(t *testing.T) {
+	clock := newTestClock()
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodPut {
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		w.Header().Set("Cache-Control", "max-age=600")
+		fmt.Fprint(w, "v")
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+	p.get(t, "/shared", "Host: site.example")
+
+	// A second route without caching, sharing the cache's store.
+	upstream := p.srv.Config.Handler.(*handler).next
+	uncached := httptest.NewServer(p.cache.Invalidator(upstream))
+	t.Cleanup(uncached.Close)
+
+	get, err := http.NewRequest(http.MethodGet, uncached.URL+"/shared", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	get.Host = "site.example"
+	resp, err := uncached.Client().Do(get)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if cs := resp.Header.Get("Cache-Status"); cs != "" {
+		t.Errorf("uncached route added Cache-Status %q", cs)
+	}
+	wantCacheStatus(t, p.get(t, "/shared", "Host: site.example"), "hit")
+
+	put, err := http.NewRequest(http.MethodPut, uncached.URL+"/shared", strings.NewReader("new"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	put.Host = "site.example"
+	resp, err = uncached.Client().Do(put)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	wantCacheStatus(t, p.get(t, "/shared", "Host: site.example"), "fwd=uri-miss")
+}
