@@ -11,6 +11,7 @@ type L7 struct {
 	Routes    []Route    `yaml:"routes"`
 	Upstreams []Upstream `yaml:"upstreams"`
 	AccessLog AccessLog  `yaml:"access_log"`
+	Cache     *Cache     `yaml:"cache"`
 }
 
 // Listener is one address the proxy accepts client connections on.
@@ -70,6 +71,8 @@ type Route struct {
 	Name     string     `yaml:"name"`
 	Match    RouteMatch `yaml:"match"`
 	Upstream string     `yaml:"upstream"`
+
+	Cache *RouteCache `yaml:"cache"` // nil or enabled: false means no caching
 }
 
 // RouteMatch holds the conditions a request must all meet. An empty match
@@ -234,6 +237,7 @@ func (c *L7) setDefaults() {
 	if c.AccessLog.Path == "" {
 		c.AccessLog.Path = "stdout"
 	}
+	c.setCacheDefaults()
 }
 
 func (c *L7) validate(path string, errs *Errors) {
@@ -282,6 +286,7 @@ func (c *L7) validate(path string, errs *Errors) {
 	default:
 		errs.add(join(path, "access_log.path"), "%q is not stdout, off or an absolute file path", c.AccessLog.Path)
 	}
+	c.validateCache(path, errs)
 }
 
 func (l *Listener) validate(path string, errs *Errors) {
