@@ -36,6 +36,8 @@ type Option func(*options)
 type options struct {
 	middlewares  []namedMiddleware
 	connWrappers []ConnWrapper
+	// upstreamOpts apply to every pool; tests use them to stub transports.
+	upstreamOpts []upstream.Option
 }
 
 type namedMiddleware struct {
@@ -129,7 +131,7 @@ func (s *Server) buildState(cfg *config.L7, prev *state) (*state, error) {
 	}
 	st := &state{cfg: cfg, routes: routes, pools: map[string]*upstream.Pool{}}
 	for _, uc := range cfg.Upstreams {
-		pool, err := upstream.New(uc, s.logger)
+		pool, err := upstream.New(uc, s.logger, s.opts.upstreamOpts...)
 		if err != nil {
 			st.close(prev)
 			return nil, fmt.Errorf("l7: %w", err)

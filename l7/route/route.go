@@ -156,10 +156,14 @@ func contains(list []string, v string) bool {
 // routes and certificates compare: lower case, without port and without a
 // trailing dot. IPv6 literals lose their brackets.
 func NormalizeHost(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
-	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
-		h = h[1 : len(h)-1]
+	// Only a Host with a port or an IPv6 literal contains a colon, and
+	// SplitHostPort allocates its error, so the common case skips it.
+	if strings.IndexByte(h, ':') >= 0 {
+		if host, _, err := net.SplitHostPort(h); err == nil {
+			h = host
+		} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+			h = h[1 : len(h)-1]
+		}
 	}
 	h = strings.TrimSuffix(h, ".")
 	for i := 0; i < len(h); i++ {

@@ -99,16 +99,24 @@ func (leastRequest) pick(_ *http.Request, backends []*Backend, skip func(*Backen
 		b = c
 		break
 	}
-	if a == nil {
-		for _, c := range backends {
-			if !skip(c) {
-				a = c
-				break
-			}
-		}
-		return a
-	}
 	if b == nil {
+		// Random probes missed; scan from a random start so that a pool
+		// with few usable backends still compares two of them.
+		start := rand.IntN(len(backends))
+		for i := range backends {
+			c := backends[(start+i)%len(backends)]
+			if skip(c) || c == a {
+				continue
+			}
+			if a == nil {
+				a = c
+				continue
+			}
+			b = c
+			break
+		}
+	}
+	if a == nil || b == nil {
 		return a
 	}
 	// Compare inFlight/weight without division.

@@ -65,7 +65,7 @@ type Pool struct {
 	backends  []*Backend
 	byAddr    map[string]*Backend
 	balancer  balancer
-	transport *http.Transport
+	transport http.RoundTripper
 	scheme    string
 	logger    *slog.Logger
 	now       func() time.Time
@@ -75,10 +75,19 @@ type Pool struct {
 	closeOnce       sync.Once
 }
 
+// Option configures [New].
+type Option func(*Pool)
+
+// WithTransport replaces the pool's HTTP transport, for tests and
+// benchmarks that stub the backends out.
+func WithTransport(rt http.RoundTripper) Option {
+	return func(p *Pool) { p.transport = rt }
+}
+
 // New builds a pool from a validated upstream configuration. Call
 // [Pool.Start] to begin active health checks and [Pool.Close] when the pool
 // is replaced.
-func New(cfg config.Upstream, logger *slog.Logger) (*Pool, error) {
+func New(cfg config.Upstream, logger *slog.Logger, opts ...Option) (*Pool, error) {
 	p := &Pool{
 		Name:   cfg.Name,
 		cfg:    cfg,
@@ -111,6 +120,9 @@ func New(cfg config.Upstream, logger *slog.Logger) (*Pool, error) {
 	}
 
 	p.transport = p.newTransport()
+	for _, o := range opts {
+		o(p)
+	}
 	if hc := cfg.HealthCheck; hc != nil {
 		for _, b := range p.backends {
 			b.checker = p.newChecker(b, hc)
@@ -221,7 +233,9 @@ func (p *Pool) Close() {
 				b.checker.Stop()
 			}
 		}
-		p.transport.CloseIdleConnections()
+		if t, ok := p.transport.(interface{ CloseIdleConnections() }); ok {
+			t.CloseIdleConnections()
+		}
 	})
 }
 
