@@ -1,0 +1,139 @@
+package l7
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tidegate/tidegate/l7/conninfo"
+	"github.com/tidegate/tidegate/shared/config"
+)
+
+// countingConn counts bytes net/http reads through a connection wrapper.
+type countingConn struct {
+	net.Conn
+	n *atomic.Int64
+}
+
+func (c countingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// TestHookPoints starts a real listener on 127.0.0.1 with a connection
+// wrapper and a middleware, and checks that both run and that the
+// middleware sees the connection details.
+func TestHookPoints(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "backend")
+	}))
+	defer backend.Close()
+	f, err := config.Parse([]byte(fmt.Sprintf(`
+l7:
+  listeners:
+    - name: edge
+      address: 127.0.0.1:0
+  routes:
+    - name: all
+      upstream: b
+  upstreams:
+    - name: b
+      backends:
+        - address: %s
+  access_log:
+    path: "off"
+`, strings.TrimPrefix(backend.URL, "http://"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var wrapped atomic.Int64
+	var seen atomic.Pointer[conninfo.Info]
+	s, err := New(f, slog.New(slog.DiscardHandler), nil,
+		WithConnWrapper(func(c net.Conn) net.Conn { return countingConn{Conn: c, n: &wrapped} }),
+		WithMiddleware("probe", func(_ *config.L7, _ *config.Route, next http.Handler) (http.Handler, error) {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				seen.Store(conninfo.FromRequest(r))
+				next.ServeHTTP(w, r)
+			}), nil
+		}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Drain(ctx)
+	}()
+
+	addr := s.Addrs()["edge"].String()
+	resp, err := http.Get("http://" + addr + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "backend" {
+		t.Fatalf("body %q, want backend", body)
+	}
+	if wrapped.Load() == 0 {
+		t.Error("connection wrapper read no bytes")
+	}
+	info := seen.Load()
+	if info == nil {
+		t.Fatal("middleware saw no conninfo")
+	}
+	if got := info.Client.Addr().String(); got != "127.0.0.1" {
+		t.Errorf("conninfo client = %s, want 127.0.0.1", got)
+	}
+	if info.Listener != "edge" {
+		t.Errorf("conninfo listener = %q, want edge", info.Listener)
+	}
+}
+
+func TestUpgradeTrackerWaitAndClose(t *testing.T) {
+	tr := newUpgradeTracker(prometheus.NewGauge(prometheus.GaugeOpts{Name: "x"}))
+	if err := tr.wait(context.Background()); err != nil {
+		t.Fatalf("wait with nothing tracked = %v, want nil", err)
+	}
+	a, b := net.Pipe()
+	defer b.Close()
+	c := tr.add(a)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := tr.wait(ctx); err == nil {
+		t.Fatal("wait returned nil with an open upgraded connection")
+	}
+
+	done := make(chan error, 1)
+	go func() { done <- tr.wait(context.Background()) }()
+	c.Close()
+	if err := <-done; err != nil {
+		t.Errorf("wait after the connection closed = %v, want nil", err)
+	}
+
+	x, y := net.Pipe()
+	defer y.Close()
+	tr.add(x)
+	if n := tr.closeAll(); n != 1 {
+		t.Errorf("closeAll closed %d connections, want 1", n)
+	}
+	if _, err := x.Write([]byte("a")); err == nil {
+		t.Error("connection still writable after closeAll")
+	}
+}
