@@ -293,8 +293,9 @@ access_log:
 	})
 }
 
-// TestL7ForwardingHeaders checks that a client cannot forge what the
-// backend sees, and that a trusted forwarder's chain is extended.
+// TestL7ForwardingHeaders checks that a client cannot forge the forwarding
+// headers the backend receives, and that a trusted forwarder's chain is
+// extended.
 func TestL7ForwardingHeaders(t *testing.T) {
 	dir := t.TempDir()
 	backend, _ := startEcho(t, "b")

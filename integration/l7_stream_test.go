@@ -318,7 +318,7 @@ upstreams:
 		t.Fatalf("h2c download proto = %s, want HTTP/2.0", h2resp.Proto)
 	}
 
-	// An idle keep-alive connection: one request answered, then nothing.
+	// This keep-alive connection serves one request and then stays idle.
 	idle, err := dialL4(t, "", "198.51.100.23:6000", "")(context.Background(), "tcp", addr)
 	if err != nil {
 		t.Fatal(err)

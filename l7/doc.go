@@ -1,7 +1,7 @@
 // Package l7 is the L7 proxy server: listeners that accept PROXY protocol
 // from trusted L4 nodes, TLS termination, HTTP/1.1, HTTP/2 and h2c, routing
 // and forwarding to upstream pools. [New] builds a [Server] from the l7
-// section of a configuration file; the server implements the lifecycle
+// section of a configuration file. The server implements the lifecycle
 // service (Start, Reload, Drain) and Reopen for the access log.
 //
 // # Connection pipeline

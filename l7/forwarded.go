@@ -23,8 +23,9 @@ const maxForwardedElements = 32
 
 // ParseForwarded parses the value of one or more Forwarded header fields
 // (joined with commas) as RFC 7239 section 4 defines it. Parameter names are
-// case-insensitive, values are tokens or quoted strings, and each parameter
-// appears at most once per element. Unknown parameters are skipped.
+// case-insensitive and values are tokens or quoted strings. A parameter
+// repeated within one element is an error, and unknown parameters are
+// skipped.
 func ParseForwarded(v string) ([]ForwardedElement, error) {
 	var out []ForwardedElement
 	p := forwardedParser{s: v}

@@ -19,7 +19,7 @@ import (
 	"github.com/tidegate/tidegate/shared/config"
 )
 
-// captureTransport records the outbound request and answers 200.
+// captureTransport records the outbound request and returns a 200 response.
 type captureTransport struct {
 	last *http.Request
 	resp func(*http.Request) (*http.Response, error)
@@ -236,7 +236,7 @@ func TestStatusForError(t *testing.T) {
 	live := httptest.NewRequest("GET", "/", nil)
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	gone := live.WithContext(ctx)
+	clientGone := live.WithContext(ctx)
 	tests := []struct {
 		name string
 		r    *http.Request
@@ -249,7 +249,7 @@ func TestStatusForError(t *testing.T) {
 		{"response header timeout", live, &net.OpError{Op: "read", Err: timeoutError{}}, 504},
 		{"deadline exceeded", live, fmt.Errorf("wrapped: %w", context.DeadlineExceeded), 504},
 		{"pool at capacity", live, upstream.ErrOverloaded, 503},
-		{"client gone", gone, io.ErrUnexpectedEOF, 499},
+		{"client gone", clientGone, io.ErrUnexpectedEOF, 499},
 		{"canceled", live, context.Canceled, 499},
 	}
 	for _, tc := range tests {

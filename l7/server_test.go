@@ -33,7 +33,7 @@ func (c countingConn) Read(p []byte) (int, error) {
 
 // TestHookPoints starts a real listener on 127.0.0.1 with a connection
 // wrapper and a middleware, and checks that both run and that the
-// middleware sees the connection details.
+// middleware receives the connection details.
 func TestHookPoints(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.WriteString(w, "backend")

@@ -88,8 +88,8 @@ func compile(i int, rc config.Route) (*Route, error) {
 // Routes returns the routes in configuration order.
 func (t *Table) Routes() []*Route { return t.routes }
 
-// Match returns the first route that r meets, or nil when none does (the
-// caller answers 404).
+// Match returns the first route that r meets, or nil when none does, in
+// which case the caller responds with 404.
 func (t *Table) Match(r *http.Request) *Route {
 	host := NormalizeHost(r.Host)
 	for _, rt := range t.routes {

@@ -127,9 +127,9 @@ func (leastRequest) pick(_ *http.Request, backends []*Backend, skip func(*Backen
 }
 
 // consistentHash maps a request key onto a Maglev table built over every
-// backend, so a key keeps its backend while the set is unchanged, and only
-// keys of an unavailable backend move (to the next backend in that key's
-// Maglev preference order).
+// backend, so a key keeps its backend while the set is unchanged. When a
+// backend is unavailable, only its keys move, each to the next backend in
+// that key's Maglev preference order.
 type consistentHash struct {
 	table    *maglev.Table
 	key      func(r *http.Request) (uint64, bool)

@@ -159,8 +159,9 @@ func (p *Pool) newTransport() *http.Transport {
 	return t
 }
 
-// connectError marks a failure to open a connection to a backend, which
-// says the backend is unreachable rather than slow or broken mid-request.
+// connectError marks a failure to open a connection to a backend. It
+// indicates an unreachable backend rather than a slow one or a connection
+// broken mid-request.
 type connectError struct{ err error }
 
 func (e *connectError) Error() string { return e.err.Error() }
@@ -407,11 +408,11 @@ func (p *Pool) takeRetry() bool {
 	return true
 }
 
-// Retryable reports whether req may be sent again after err: the method is
-// idempotent (or the request carries an Idempotency-Key), its body can be
-// replayed, and the failure is neither the client going away nor a timeout
-// (a slow backend is likely slow for the next attempt too, and a retry would
-// double the wait).
+// Retryable reports whether req may be sent again after err. The method
+// must be idempotent (or the request must carry an Idempotency-Key), and the
+// body must be replayable. The client must still be there, and err must not
+// be a timeout, because a slow backend is likely slow for the next attempt
+// too and a retry would double the wait.
 func Retryable(req *http.Request, err error) bool {
 	if req.Context().Err() != nil {
 		return false

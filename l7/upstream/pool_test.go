@@ -123,14 +123,14 @@ func TestConsistentHashStable(t *testing.T) {
 		}
 	}
 	// Taking one backend out moves only its keys.
-	gone := p.backends[2]
-	skip := func(b *Backend) bool { return b == gone }
+	removed := p.backends[2]
+	skip := func(b *Backend) bool { return b == removed }
 	for u, b := range first {
 		got := p.balancer.pick(req(u), p.backends, skip)
-		if b != gone && got != b {
+		if b != removed && got != b {
 			t.Errorf("key %s on live backend %s moved to %s when another backend left", u, b.Addr, got.Addr)
 		}
-		if got == gone {
+		if got == removed {
 			t.Errorf("key %s still on the removed backend", u)
 		}
 	}
@@ -154,7 +154,7 @@ func TestConsistentHashClientAddr(t *testing.T) {
 func TestRetryable(t *testing.T) {
 	canceled, cancel := context.WithCancel(context.Background())
 	cancel()
-	refused := &connectError{err: errors.New("connect: connection refused")}
+	connRefused := &connectError{err: errors.New("connect: connection refused")}
 	timeout := &net.OpError{Op: "read", Err: timeoutErr{}}
 	tests := []struct {
 		name   string
@@ -165,15 +165,15 @@ func TestRetryable(t *testing.T) {
 		err    error
 		want   bool
 	}{
-		{"get after connect failure", "GET", nil, "", nil, refused, true},
+		{"get after connect failure", "GET", nil, "", nil, connRefused, true},
 		{"head after reset", "HEAD", nil, "", nil, errors.New("connection reset by peer"), true},
-		{"put without body", "PUT", nil, "", nil, refused, true},
-		{"post", "POST", nil, "", nil, refused, false},
-		{"post with idempotency key", "POST", nil, "Idempotency-Key", nil, refused, true},
-		{"patch", "PATCH", nil, "", nil, refused, false},
-		{"put with unreplayable body", "PUT", io.NopCloser(strings.NewReader("x")), "", nil, refused, false},
+		{"put without body", "PUT", nil, "", nil, connRefused, true},
+		{"post", "POST", nil, "", nil, connRefused, false},
+		{"post with idempotency key", "POST", nil, "Idempotency-Key", nil, connRefused, true},
+		{"patch", "PATCH", nil, "", nil, connRefused, false},
+		{"put with unreplayable body", "PUT", io.NopCloser(strings.NewReader("x")), "", nil, connRefused, false},
 		{"get after timeout", "GET", nil, "", nil, timeout, false},
-		{"client gone", "GET", nil, "", canceled, refused, false},
+		{"client gone", "GET", nil, "", canceled, connRefused, false},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -294,6 +294,7 @@ func TestRoundTripMaxRequests(t *testing.T) {
 		return &http.Response{StatusCode: 200, Body: http.NoBody, Request: r}, nil
 	})
 	p := testPool(t, config.Upstream{MaxRequests: 1, Backends: weights(1)}, WithTransport(stub))
+
 	done := make(chan error, 1)
 	go func() {
 		resp, err := p.RoundTrip(httptest.NewRequest("GET", "http://x/", nil))
@@ -303,9 +304,11 @@ func TestRoundTripMaxRequests(t *testing.T) {
 		done <- err
 	}()
 	<-entered
+
 	if _, err := p.RoundTrip(httptest.NewRequest("GET", "http://x/", nil)); !errors.Is(err, ErrOverloaded) {
 		t.Errorf("second concurrent request = %v, want ErrOverloaded", err)
 	}
+
 	close(release)
 	if err := <-done; err != nil {
 		t.Errorf("first request: %v", err)
@@ -331,6 +334,7 @@ func TestPassiveEjection(t *testing.T) {
 	}, WithTransport(stub))
 	now := time.Unix(1000, 0)
 	p.now = func() time.Time { return now }
+
 	for i := range 3 {
 		resp, err := p.RoundTrip(httptest.NewRequest("GET", "http://x/", nil))
 		if err != nil {
@@ -344,6 +348,7 @@ func TestPassiveEjection(t *testing.T) {
 	if st := p.Stats()[0]; !st.Ejected || st.Ejections != 1 {
 		t.Errorf("stats after ejection = %+v, want ejected once", st)
 	}
+
 	now = now.Add(time.Minute)
 	resp, err := p.RoundTrip(httptest.NewRequest("GET", "http://x/", nil))
 	if err != nil {
@@ -359,7 +364,7 @@ func TestRetryBudget(t *testing.T) {
 	p := testPool(t, config.Upstream{Backends: weights(1), RetryBudget: config.RetryBudget{Percent: 50, MinConcurrency: 1}})
 	p.inFlight.Store(4)
 	if !p.takeRetry() || !p.takeRetry() {
-		t.Fatal("two retries with 4 requests in flight and a 50% budget were refused")
+		t.Fatal("two retries with 4 requests in flight and a 50% budget were connRefused")
 	}
 	if p.takeRetry() {
 		t.Error("third retry allowed, want the 50% budget of 4 requests to stop it")

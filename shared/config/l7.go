@@ -20,8 +20,9 @@ type Listener struct {
 
 	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
 	TLS           *TLS          `yaml:"tls"`
-	// H2C accepts cleartext HTTP/2 (prior knowledge and Upgrade) on a
-	// listener without TLS.
+	// H2C accepts cleartext HTTP/2 with prior knowledge on a listener
+	// without TLS. The Upgrade: h2c handshake is not supported, since RFC
+	// 9113 section 3.1 deprecates it and gRPC clients do not use it.
 	H2C bool `yaml:"h2c"`
 
 	// TrustedForwarders lists peers (CIDRs, matched against the client
@@ -52,9 +53,9 @@ type TLS struct {
 	Certificates []Certificate `yaml:"certificates"`
 	// MinVersion is "1.2" (default) or "1.3".
 	MinVersion string `yaml:"min_version"`
-	// SessionTicketKeyFile holds one or more 32-byte keys (raw or base64,
-	// one per line; the first encrypts) shared by a fleet so nodes resume
-	// each other's sessions.
+	// SessionTicketKeyFile holds one or more 32-byte keys, base64 with one
+	// per line or raw bytes. The first key encrypts new tickets. A fleet
+	// shares the file so that nodes resume each other's sessions.
 	SessionTicketKeyFile string `yaml:"session_ticket_key_file"`
 }
 
