@@ -261,7 +261,10 @@ func (s *Server) Reload(f *config.File) error {
 		return err
 	}
 
-	for _, p := range st.pools {
+	for name, p := range st.pools {
+		if old := prev.pools[name]; old != nil {
+			p.Inherit(old)
+		}
 		p.Start()
 	}
 	s.state.Store(st)

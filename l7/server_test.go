@@ -2,12 +2,16 @@ package l7
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"reflect"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -135,5 +139,115 @@ func TestUpgradeTrackerWaitAndClose(t *testing.T) {
 	}
 	if _, err := x.Write([]byte("a")); err == nil {
 		t.Error("connection still writable after closeAll")
+	}
+}
+
+// TestErrorStatusEndToEnd runs a listener against real backends that
+// refuse, stall and get abandoned, and checks the status each request gets
+// and the status the access log records.
+func TestErrorStatusEndToEnd(t *testing.T) {
+	stall := make(chan struct{})
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-stall:
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	defer close(stall)
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	f, err := config.Parse([]byte(fmt.Sprintf(`
+l7:
+  listeners:
+    - name: edge
+      address: 127.0.0.1:0
+  routes:
+    - name: refused
+      match: {path: /refused}
+      upstream: dead
+    - name: slow
+      match: {path: /slow}
+      upstream: slow
+    - name: abandoned
+      match: {path: /abandoned}
+      upstream: patient
+  upstreams:
+    - name: dead
+      backends: [{address: %q}]
+    - name: slow
+      response_header_timeout: 100ms
+      backends: [{address: %q}]
+    - name: patient
+      backends: [{address: %q}]
+  access_log:
+    path: %s
+`, deadAddr, strings.TrimPrefix(slow.URL, "http://"), strings.TrimPrefix(slow.URL, "http://"), logPath)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(f, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Drain(ctx)
+	}()
+	base := "http://" + s.Addrs()["edge"].String()
+
+	for path, want := range map[string]int{"/refused": 502, "/slow": 504} {
+		resp, err := http.Get(base + path)
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("GET %s = %d, want %d", path, resp.StatusCode, want)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	req, _ := http.NewRequestWithContext(ctx, "GET", base+"/abandoned", nil)
+	go func() {
+		time.Sleep(100 * time.Millisecond)
+		cancel()
+	}()
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		resp.Body.Close()
+		t.Fatal("abandoned request got a response")
+	}
+
+	want := map[string]float64{"/refused": 502, "/slow": 504, "/abandoned": 499}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := map[string]float64{}
+		data, _ := os.ReadFile(logPath)
+		for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+			var e struct {
+				Path   string  `json:"path"`
+				Status float64 `json:"status"`
+			}
+			if json.Unmarshal([]byte(line), &e) == nil {
+				got[e.Path] = e.Status
+			}
+		}
+		if reflect.DeepEqual(got, want) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("access log statuses = %v, want %v", got, want)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

@@ -123,12 +123,24 @@ func New(cfg config.Upstream, logger *slog.Logger, opts ...Option) (*Pool, error
 	for _, o := range opts {
 		o(p)
 	}
-	if hc := cfg.HealthCheck; hc != nil {
-		for _, b := range p.backends {
-			b.checker = p.newChecker(b, hc)
-		}
-	}
 	return p, nil
+}
+
+// Inherit copies the health and ejection state of backends that old also
+// has (same address), so that a reload neither sends traffic to a backend
+// known to be down nor forgets an ejection. Call it before [Pool.Start].
+func (p *Pool) Inherit(old *Pool) {
+	for _, b := range p.backends {
+		ob := old.byAddr[b.Addr]
+		if ob == nil {
+			continue
+		}
+		if old.cfg.HealthCheck != nil && p.cfg.HealthCheck != nil {
+			b.up.Store(ob.up.Load())
+		}
+		b.ejectedUntil.Store(ob.ejectedUntil.Load())
+		b.ejections.Store(ob.ejections.Load())
+	}
 }
 
 func (p *Pool) newTransport() *http.Transport {
@@ -206,7 +218,7 @@ func (p *Pool) newChecker(b *Backend, hc *config.HealthCheck) *health.Checker {
 		probe = health.HTTPProbe{Address: b.Addr, Path: hc.Path, Expect: hc.ExpectStatus, TLS: p.cfg.TLS}.Probe()
 	}
 	cfg := health.Config{Interval: hc.Interval.D(), Timeout: hc.Timeout.D(), Rise: hc.Rise, Fall: hc.Fall}
-	return health.New(cfg, true, probe, func(ch health.Change) {
+	return health.New(cfg, b.up.Load(), probe, func(ch health.Change) {
 		b.up.Store(ch.Healthy)
 		if ch.Healthy {
 			p.logger.Info("backend marked up", "backend", b.Addr)
@@ -216,12 +228,17 @@ func (p *Pool) newChecker(b *Backend, hc *config.HealthCheck) *health.Checker {
 	})
 }
 
-// Start begins active health checks, if configured.
+// Start begins active health checks, if configured. Each checker starts
+// from the backend's current state: up for a new pool, or what
+// [Pool.Inherit] copied.
 func (p *Pool) Start() {
+	hc := p.cfg.HealthCheck
+	if hc == nil {
+		return
+	}
 	for _, b := range p.backends {
-		if b.checker != nil {
-			b.checker.Start()
-		}
+		b.checker = p.newChecker(b, hc)
+		b.checker.Start()
 	}
 }
 

@@ -374,3 +374,66 @@ func TestRetryBudget(t *testing.T) {
 type roundTripFunc func(*http.Request) (*http.Response, error)
 
 func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+func TestInheritKeepsState(t *testing.T) {
+	hc := &config.HealthCheck{Type: "tcp", Interval: config.Duration(time.Hour), Timeout: config.Duration(time.Second), Rise: 1, Fall: 1}
+	old := testPool(t, config.Upstream{Backends: weights(1, 1), HealthCheck: hc})
+	old.backends[0].up.Store(false)
+	old.backends[1].ejectedUntil.Store(time.Now().Add(time.Hour).UnixNano())
+
+	// The new pool keeps 10.0.0.1 and 10.0.0.2 and adds 10.0.0.3.
+	next := testPool(t, config.Upstream{Backends: weights(1, 1, 1), HealthCheck: hc})
+	next.Inherit(old)
+	st := next.Stats()
+	if st[0].Healthy {
+		t.Error("backend down in the old pool is up after Inherit")
+	}
+	if !st[1].Ejected {
+		t.Error("backend ejected in the old pool is not ejected after Inherit")
+	}
+	if !st[2].Healthy || st[2].Ejected {
+		t.Errorf("new backend state = %+v, want healthy and not ejected", st[2])
+	}
+}
+
+func TestResponseHeaderTimeout(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		<-release
+	}))
+	defer srv.Close()
+	defer close(release)
+	p := testPool(t, config.Upstream{
+		ResponseHeaderTimeout: config.Duration(50 * time.Millisecond),
+		Backends:              []config.Backend{{Address: strings.TrimPrefix(srv.URL, "http://")}},
+	})
+	_, err := p.RoundTrip(httptest.NewRequest("GET", "http://x/", nil))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Errorf("RoundTrip to a backend that never answers = %v, want a timeout error", err)
+	}
+}
+
+func TestTLSBackend(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, r.Proto)
+	}))
+	defer srv.Close()
+	p := testPool(t, config.Upstream{
+		TLS:                true,
+		InsecureSkipVerify: true,
+		Backends:           []config.Backend{{Address: strings.TrimPrefix(srv.URL, "https://")}},
+	})
+	resp, err := p.RoundTrip(httptest.NewRequest("GET", "http://x/", nil))
+	if err != nil {
+		t.Fatalf("RoundTrip to TLS backend: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "HTTP/1.1" && string(body) != "HTTP/2.0" {
+		t.Errorf("TLS backend saw proto %q", body)
+	}
+	if resp.Request.URL.Scheme != "https" {
+		t.Errorf("request scheme = %s, want https", resp.Request.URL.Scheme)
+	}
+}

@@ -111,7 +111,9 @@ type Upstream struct {
 
 	// Protocol is how the proxy talks to backends: "http1" (default;
 	// HTTP/1.1, or HTTP/2 through ALPN when tls is set) or "h2c" (cleartext
-	// HTTP/2 with prior knowledge, which gRPC backends need).
+	// HTTP/2 with prior knowledge, which gRPC backends need). Health checks
+	// of type http always send HTTP/1.1, so h2c-only backends such as
+	// gRPC servers need type tcp.
 	Protocol string `yaml:"protocol"`
 	// Outlier configures passive ejection of failing backends.
 	Outlier Outlier `yaml:"outlier"`
