@@ -214,6 +214,11 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	in, out := pr.In, pr.Out
 	out.Header.Del("X-Real-Ip")
 	out.Header.Del("X-Forwarded-Port")
+	// Set it again in case the client named it in Connection, which made
+	// ReverseProxy strip it.
+	if rs := stateFrom(in.Context()); rs != nil {
+		out.Header.Set("X-Request-Id", rs.id)
+	}
 
 	info := conninfo.FromRequest(in)
 	if info == nil {

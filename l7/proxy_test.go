@@ -350,3 +350,15 @@ type discardWriter struct{ h http.Header }
 func (d *discardWriter) Header() http.Header         { return d.h }
 func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardWriter) WriteHeader(int)             {}
+
+func TestRequestIDSurvivesConnectionHeader(t *testing.T) {
+	tr := &captureTransport{}
+	_, l := testServer(t, tr)
+	r := clientRequest("GET", "http://www.example.test/", "203.0.113.5:1", false)
+	r.Header.Set("X-Request-Id", "abc")
+	r.Header.Set("Connection", "X-Request-Id")
+	l.ServeHTTP(httptest.NewRecorder(), r)
+	if got := tr.last.Header.Get("X-Request-Id"); got != "abc" {
+		t.Errorf("outbound X-Request-Id = %q, want abc", got)
+	}
+}
