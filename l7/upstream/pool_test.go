@@ -437,3 +437,36 @@ func TestTLSBackend(t *testing.T) {
 		t.Errorf("request scheme = %s, want https", resp.Request.URL.Scheme)
 	}
 }
+
+func TestConsistentHashCookie(t *testing.T) {
+	p := testPool(t, config.Upstream{Balance: "hash", HashKey: "cookie:session", Backends: weights(1, 1, 1)})
+	req := func(cookie string) *http.Request {
+		r := httptest.NewRequest("GET", "/", nil)
+		if cookie != "" {
+			r.AddCookie(&http.Cookie{Name: "session", Value: cookie})
+		}
+		return r
+	}
+	spread := map[*Backend]bool{}
+	for i := range 30 {
+		v := fmt.Sprintf("s%d", i)
+		first := p.balancer.pick(req(v), p.backends, noSkip)
+		spread[first] = true
+		for range 3 {
+			if got := p.balancer.pick(req(v), p.backends, noSkip); got != first {
+				t.Fatalf("cookie %s moved from %s to %s", v, first.Addr, got.Addr)
+			}
+		}
+	}
+	if len(spread) != 3 {
+		t.Errorf("30 sessions landed on %d backends, want all 3", len(spread))
+	}
+	// Without the cookie the pool falls back to round robin.
+	seen := map[*Backend]bool{}
+	for range 3 {
+		seen[p.balancer.pick(req(""), p.backends, noSkip)] = true
+	}
+	if len(seen) != 3 {
+		t.Errorf("3 requests without the cookie used %d backends, want 3 (round robin)", len(seen))
+	}
+}
