@@ -22,11 +22,12 @@
 //
 // # Request path
 //
-// For every request the listener sets X-Request-Id (keeping a valid inbound
-// one), answers 421 when the Host is served under a different certificate
-// than the connection's SNI, picks the first matching route (404 when none
-// matches), and calls that route's handler: the middleware chain around an
-// httputil.ReverseProxy whose transport is the route's [upstream.Pool]. The
+// For every request the listener sets X-Request-Id, keeping a valid inbound
+// one. It responds with 421 when the Host is served under a different
+// certificate than the connection's SNI, and with 404 when no route
+// matches. Otherwise it calls the first matching route's handler: the
+// middleware chain around an httputil.ReverseProxy whose transport is the
+// route's [upstream.Pool]. The
 // reverse proxy removes hop-by-hop headers and those named in Connection in
 // both directions; the rewrite step builds X-Forwarded-For, X-Real-IP,
 // X-Forwarded-Proto, X-Forwarded-Host, X-Forwarded-Port and Forwarded from

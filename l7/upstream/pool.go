@@ -127,8 +127,8 @@ func New(cfg config.Upstream, logger *slog.Logger, opts ...Option) (*Pool, error
 }
 
 // Inherit copies the health and ejection state of backends that old also
-// has (same address), so that a reload neither sends traffic to a backend
-// known to be down nor forgets an ejection. Call it before [Pool.Start].
+// has (same address). A reload then sends no traffic to a backend known to
+// be down and keeps its ejections. Call it before [Pool.Start].
 func (p *Pool) Inherit(old *Pool) {
 	for _, b := range p.backends {
 		ob := old.byAddr[b.Addr]

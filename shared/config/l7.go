@@ -410,6 +410,12 @@ func (u *Upstream) validate(path string, errs *Errors) {
 	if u.MaxIdlePerBackend < 0 {
 		errs.add(join(path, "max_idle_per_backend"), "%d is negative", u.MaxIdlePerBackend)
 	}
+	u.validateTransport(path, errs)
+}
+
+// validateTransport checks the keys that govern how requests reach
+// backends: protocol, passive ejection and the retry budget.
+func (u *Upstream) validateTransport(path string, errs *Errors) {
 	switch u.Protocol {
 	case "http1":
 	case "h2c":
