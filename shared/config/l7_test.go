@@ -67,3 +67,31 @@ func TestL7UpstreamErrors(t *testing.T) {
 		})
 	}
 }
+
+// FuzzParseL7 feeds L7 documents to Parse: it must return a file or
+// Errors, never panic, and every error must name a key path.
+func FuzzParseL7(f *testing.F) {
+	f.Add(l7Base)
+	f.Add(l7Base + "      protocol: h2c\n      outlier: {consecutive_failures: 2, cooldown: 1s}\n")
+	f.Add(l7Base + "      retry_budget: {percent: 101}\n")
+	f.Add("l7:\n  listeners: [{name: a, address: ':80', tls: {certificates: []}}]\n")
+	f.Add("l7: {routes: [{name: r, upstream: x, match: {path_regex: '('}}]}\n")
+	f.Fuzz(func(t *testing.T, doc string) {
+		file, err := Parse([]byte(doc))
+		if err == nil {
+			if file == nil {
+				t.Fatal("Parse returned neither a file nor an error")
+			}
+			return
+		}
+		var errs Errors
+		if !errors.As(err, &errs) {
+			t.Fatalf("Parse error %v is not Errors", err)
+		}
+		for _, e := range errs {
+			if e.Path == "" {
+				t.Fatalf("error without a key path: %v", e)
+			}
+		}
+	})
+}
