@@ -215,7 +215,7 @@ func (p *Pool) newChecker(b *Backend, hc *config.HealthCheck) *health.Checker {
 	if hc.Type == "tcp" {
 		probe = health.TCPProbe(b.Addr)
 	} else {
-		probe = health.HTTPProbe{Address: b.Addr, Path: hc.Path, Expect: hc.ExpectStatus, TLS: p.cfg.TLS}.Probe()
+		probe = health.HTTPProbe{Address: b.Addr, Path: hc.Path, Expect: hc.ExpectStatus, TLS: p.cfg.TLS || hc.TLS}.Probe()
 	}
 	cfg := health.Config{Interval: hc.Interval.D(), Timeout: hc.Timeout.D(), Rise: hc.Rise, Fall: hc.Fall}
 	return health.New(cfg, b.up.Load(), probe, func(ch health.Change) {

@@ -400,6 +400,9 @@ func (u *Upstream) validate(path string, errs *Errors) {
 	}
 	if u.HealthCheck != nil {
 		u.HealthCheck.validate(join(path, "health_check"), errs)
+		if u.HealthCheck.ProxyProtocol {
+			errs.add(join(path, "health_check.proxy_protocol"), "is set but backends of an L7 upstream receive no PROXY header (remove it)")
+		}
 	}
 	if u.Retries < 0 {
 		errs.add(join(path, "retries"), "%d is negative", u.Retries)

@@ -50,6 +50,7 @@ func TestL7UpstreamErrors(t *testing.T) {
 		{"budget over 100", "retry_budget:\n        percent: 150", "l7.upstreams[0].retry_budget.percent", "150 is outside 0..100"},
 		{"cooldown without unit", "outlier:\n        cooldown: 30", "l7.upstreams[0].outlier.cooldown", "has no unit"},
 		{"unknown outlier key", "outlier:\n        failures: 3", "l7.upstreams[0].outlier.failures", "unknown key"},
+		{"proxy header on checks", "health_check:\n        proxy_protocol: true", "l7.upstreams[0].health_check.proxy_protocol", "no PROXY header"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
