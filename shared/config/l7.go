@@ -21,8 +21,9 @@ type Listener struct {
 
 	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
 	TLS           *TLS          `yaml:"tls"`
-	// H2C accepts cleartext HTTP/2 (prior knowledge and Upgrade) on a
-	// listener without TLS.
+	// H2C accepts cleartext HTTP/2 with prior knowledge on a listener
+	// without TLS. The Upgrade: h2c handshake is not supported, since RFC
+	// 9113 section 3.1 deprecates it and gRPC clients do not use it.
 	H2C bool `yaml:"h2c"`
 
 	// TrustedForwarders lists peers (CIDRs, matched against the client
@@ -53,9 +54,9 @@ type TLS struct {
 	Certificates []Certificate `yaml:"certificates"`
 	// MinVersion is "1.2" (default) or "1.3".
 	MinVersion string `yaml:"min_version"`
-	// SessionTicketKeyFile holds one or more 32-byte keys (raw or base64,
-	// one per line; the first encrypts) shared by a fleet so nodes resume
-	// each other's sessions.
+	// SessionTicketKeyFile holds one or more 32-byte keys, base64 with one
+	// per line or raw bytes. The first key encrypts new tickets. A fleet
+	// shares the file so that nodes resume each other's sessions.
 	SessionTicketKeyFile string `yaml:"session_ticket_key_file"`
 }
 
@@ -113,7 +114,9 @@ type Upstream struct {
 
 	// Protocol is how the proxy talks to backends: "http1" (default;
 	// HTTP/1.1, or HTTP/2 through ALPN when tls is set) or "h2c" (cleartext
-	// HTTP/2 with prior knowledge, which gRPC backends need).
+	// HTTP/2 with prior knowledge, which gRPC backends need). Health checks
+	// of type http always send HTTP/1.1, so h2c-only backends such as
+	// gRPC servers need type tcp.
 	Protocol string `yaml:"protocol"`
 	// Outlier configures passive ejection of failing backends.
 	Outlier Outlier `yaml:"outlier"`
@@ -402,6 +405,9 @@ func (u *Upstream) validate(path string, errs *Errors) {
 	}
 	if u.HealthCheck != nil {
 		u.HealthCheck.validate(join(path, "health_check"), errs)
+		if u.HealthCheck.ProxyProtocol {
+			errs.add(join(path, "health_check.proxy_protocol"), "is set but backends of an L7 upstream receive no PROXY header (remove it)")
+		}
 	}
 	if u.Retries < 0 {
 		errs.add(join(path, "retries"), "%d is negative", u.Retries)
@@ -412,6 +418,12 @@ func (u *Upstream) validate(path string, errs *Errors) {
 	if u.MaxIdlePerBackend < 0 {
 		errs.add(join(path, "max_idle_per_backend"), "%d is negative", u.MaxIdlePerBackend)
 	}
+	u.validateTransport(path, errs)
+}
+
+// validateTransport checks the keys that govern how requests reach
+// backends: protocol, passive ejection and the retry budget.
+func (u *Upstream) validateTransport(path string, errs *Errors) {
 	switch u.Protocol {
 	case "http1":
 	case "h2c":
