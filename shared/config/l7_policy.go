@@ -55,8 +55,9 @@ type RateLimitPolicy struct {
 	// Requests per Per is the sustained rate.
 	Requests int      `yaml:"requests"`
 	Per      Duration `yaml:"per"`
-	// Burst is how many requests above the sustained rate are accepted at
-	// once (without Delay) or queued (with Delay).
+	// Burst is the bucket size: how many requests may arrive at once
+	// (without Delay, at least 1), or how many excess requests wait in line
+	// (with Delay).
 	Burst int `yaml:"burst"`
 	// Key is "client" (the client address, default), "header:NAME",
 	// "cookie:NAME" or "route" (one limit for the whole route). A request
