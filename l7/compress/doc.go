@@ -17,6 +17,7 @@
 //     allowlist;
 //   - the body reaches the minimum size, by its Content-Length or, without
 //     one, by the bytes written before the first flush.
+//
 // Event streams and other unlisted types
 // pass through, and each flush reaches the client at once.
 //
