@@ -9,8 +9,10 @@ import (
 	"github.com/tidegate/tidegate/shared/config"
 )
 
-// Limits bounds the framing of requests on one connection. Zero values
-// switch a bound off except where noted.
+// Limits bounds the framing of requests on one connection. A zero value
+// switches a bound off, except that header bytes default to
+// [http.DefaultMaxHeaderBytes] and the request line to the header bytes,
+// because the wrapper holds a head in memory until it is complete.
 type Limits struct {
 	MaxRequestLine int   // request line bytes without CRLF; longer gets 414
 	MaxURILength   int   // request target bytes; longer gets 414
@@ -149,6 +151,12 @@ type framer struct {
 }
 
 func newFramer(lim Limits) *framer {
+	if lim.MaxHeaderBytes <= 0 {
+		lim.MaxHeaderBytes = http.DefaultMaxHeaderBytes
+	}
+	if lim.MaxRequestLine <= 0 {
+		lim.MaxRequestLine = lim.MaxHeaderBytes
+	}
 	return &framer{lim: lim}
 }
 

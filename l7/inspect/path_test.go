@@ -115,3 +115,26 @@ func FuzzFramer(f *testing.F) {
 		}
 	})
 }
+
+func BenchmarkFramerRequest(b *testing.B) {
+	req := []byte("POST /api/v1/items?id=7 HTTP/1.1\r\nHost: shop.example\r\nUser-Agent: bench/1.0\r\n" +
+		"Accept: */*\r\nContent-Type: application/json\r\nContent-Length: 27\r\n\r\n{\"name\":\"widget\",\"qty\":10}\n")
+	f := newFramer(Limits{MaxRequestLine: 8 << 10, MaxURILength: 8 << 10, MaxHeaderBytes: 64 << 10, MaxHeaderCount: 100})
+	b.SetBytes(int64(len(req)))
+	b.ReportAllocs()
+	for b.Loop() {
+		if rej := f.feed(req); rej != nil {
+			b.Fatalf("feed() = %+v", rej)
+		}
+		f.out = f.out[:0]
+	}
+}
+
+func BenchmarkNormalizePath(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := NormalizePath("/static//css/./site%2Dmain.css"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
