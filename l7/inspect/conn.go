@@ -46,8 +46,8 @@ type Conn struct {
 	ownDeadline  time.Time
 	// writes counts Write calls since the newest request head was released.
 	writes int
-	// awaitUpgrade is set while an upgrade request waits for its response,
-	// whose status line collects in statusLine until upgradeDecided.
+	// awaitUpgrade is set from the release of an upgrade request's head
+	// until its response status line, collected in statusLine, is known.
 	awaitUpgrade    bool
 	statusLine      []byte
 	upgradeDecided  bool
@@ -146,14 +146,12 @@ func (c *Conn) feed(data []byte) {
 	if c.framer.delivered != c.delivered {
 		c.delivered = c.framer.delivered
 		c.headStart = time.Time{}
+		// Watch the response from the moment the head is released: the
+		// handler may answer before the body is read.
 		c.mu.Lock()
 		c.writes = 0
-		c.awaitUpgrade = false
-		c.mu.Unlock()
-	}
-	if c.framer.state == stateAwaitUpgrade {
-		c.mu.Lock()
-		c.awaitUpgrade = true
+		c.awaitUpgrade = c.framer.lastUpgrade
+		c.upgradeDecided, c.statusLine = false, nil
 		c.mu.Unlock()
 	}
 	switch {

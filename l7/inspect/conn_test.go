@@ -499,3 +499,49 @@ func TestWrapConnUpgradeDeclined(t *testing.T) {
 		t.Errorf("backend saw %d requests, want 1", n)
 	}
 }
+
+// TestWrapConnConcurrentClients runs a bounded load of keep-alive clients
+// with mixed bodies through the wrapper and checks that every valid request
+// is answered and none is rejected.
+func TestWrapConnConcurrentClients(t *testing.T) {
+	const clients, perClient = 20, 25
+	ts := startServer(t, testLimits, nil)
+	tr := &http.Transport{MaxIdleConnsPerHost: clients}
+	t.Cleanup(tr.CloseIdleConnections)
+	client := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	var wg sync.WaitGroup
+	for i := range clients {
+		wg.Go(func() {
+			for j := range perClient {
+				body := strings.Repeat("x", (i*perClient+j)%90)
+				var resp *http.Response
+				var err error
+				if j%2 == 0 {
+					resp, err = client.Post("http://"+ts.addr+"/p", "text/plain", strings.NewReader(body))
+				} else {
+					// An io.Reader of unknown length makes the client send chunked.
+					resp, err = client.Post("http://"+ts.addr+"/c", "text/plain", io.MultiReader(strings.NewReader(body)))
+				}
+				if err != nil {
+					t.Errorf("client %d request %d: %v", i, j, err)
+					return
+				}
+				got, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				path := map[bool]string{true: "/p", false: "/c"}[j%2 == 0]
+				if want := fmt.Sprintf("got POST %s len=%d", path, len(body)); string(got) != want {
+					t.Errorf("client %d request %d: body %q, want %q", i, j, got, want)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	select {
+	case rej := <-ts.rejections:
+		t.Errorf("valid traffic was rejected: %+v", rej)
+	default:
+	}
+	if n := ts.rec.hits.Load(); n != clients*perClient {
+		t.Errorf("backend saw %d requests, want %d", n, clients*perClient)
+	}
+}

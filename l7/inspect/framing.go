@@ -146,8 +146,10 @@ type framer struct {
 	bodyBytes    int64
 	chunkEndSeen int
 
-	// delivered counts request heads released to out.
-	delivered int
+	// delivered counts request heads released to out, and lastUpgrade
+	// records whether the newest of them asked for an upgrade.
+	delivered   int
+	lastUpgrade bool
 }
 
 func newFramer(lim Limits) *framer {
@@ -480,12 +482,14 @@ func (f *framer) release() {
 	f.out = append(f.out, f.held...)
 	f.held = f.held[:0]
 	f.delivered++
+	f.lastUpgrade = f.upgrade
 }
 
 // endRequest resets the per-request state after a complete request.
 func (f *framer) endRequest() {
 	upgrade := f.upgrade
-	*f = framer{lim: f.lim, out: f.out, line: f.line[:0], held: f.held[:0], teCodings: f.teCodings[:0], delivered: f.delivered}
+	*f = framer{lim: f.lim, out: f.out, line: f.line[:0], held: f.held[:0], teCodings: f.teCodings[:0],
+		delivered: f.delivered, lastUpgrade: f.lastUpgrade}
 	if upgrade {
 		f.state = stateAwaitUpgrade
 	}
