@@ -59,7 +59,7 @@ type Conn struct {
 // is checked against strict framing rules and lim before the caller (an
 // [http.Server]) reads any of its bytes. On a violation the wrapper writes a
 // response with the matching status and "Connection: close", calls onReject
-// (which may be nil) and closes c. The server then sees a read error and
+// (which may be nil) and closes c. The server then gets a read error and
 // never a request.
 //
 // Requests are checked across keep-alive and pipelining. After an accepted
@@ -68,7 +68,7 @@ type Conn struct {
 // handshake when ALPN did not pick h2.
 //
 // NOTE: a violation found in a pipelined request while the handler of an
-// earlier one still runs is answered after that handler writes its response.
+// earlier one still runs is sent after that handler writes its response.
 // If the handler reads its body and only then writes, the rejection can cut
 // that response short. Pipelining clients are rare and the connection is
 // hostile by then.
@@ -147,7 +147,7 @@ func (c *Conn) feed(data []byte) {
 		c.delivered = c.framer.delivered
 		c.headStart = time.Time{}
 		// Watch the response from the moment the head is released: the
-		// handler may answer before the body is read.
+		// handler may respond before the body is read.
 		c.mu.Lock()
 		c.writes = 0
 		c.awaitUpgrade = c.framer.lastUpgrade

@@ -416,8 +416,8 @@ func TestWrapConnSlowBody(t *testing.T) {
 	}
 }
 
-// TestWrapConnIdleKeepAlive checks that a quiet keep-alive connection is not
-// answered with 408: between requests only the server's idle timeout runs.
+// TestWrapConnIdleKeepAlive checks that a quiet keep-alive connection gets
+// no 408, because between requests only the server's idle timeout runs.
 func TestWrapConnIdleKeepAlive(t *testing.T) {
 	lim := testLimits
 	lim.HeaderTimeout = 100 * time.Millisecond
@@ -502,7 +502,7 @@ func TestWrapConnUpgradeDeclined(t *testing.T) {
 
 // TestWrapConnConcurrentClients runs a bounded load of keep-alive clients
 // with mixed bodies through the wrapper and checks that every valid request
-// is answered and none is rejected.
+// gets its response and none is rejected.
 func TestWrapConnConcurrentClients(t *testing.T) {
 	const clients, perClient = 20, 25
 	ts := startServer(t, testLimits, nil)

@@ -210,8 +210,8 @@ func NewAccess(cfg *config.AccessPolicy, client ClientAddrFunc, rep *Reporter) (
 
 // Middleware returns next behind the access rules: a denied address gets
 // 403, a method not listed 405 with Allow, and a missing required header 400.
-// None of them reads the body, so a client that sent Expect: 100-continue is
-// never told to send it.
+// None of them reads the body, so a client that sent Expect: 100-continue
+// never gets a 100 Continue and never sends the body.
 func (a *Access) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if len(a.allow) > 0 || len(a.deny) > 0 {

@@ -83,7 +83,7 @@ type RedisLimit struct {
 }
 
 // RewritePolicy changes requests on their way to the backend and responses
-// on their way back, or answers for the backend.
+// on their way back, or responds in place of the backend.
 type RewritePolicy struct {
 	Path            *PathRewrite   `yaml:"path"`
 	Redirect        *Redirect      `yaml:"redirect"`
