@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
 	"net/netip"
+	"net/url"
 	"strings"
 	"testing"
 
@@ -179,5 +181,27 @@ func TestAccessExpectContinue(t *testing.T) {
 	case <-bodyRead:
 		t.Errorf("handler read the body of a rejected request")
 	default:
+	}
+}
+
+// TestNormalizeThroughProxy checks that the backend behind
+// httputil.ReverseProxy receives the normalised path, escapes included.
+func TestNormalizeThroughProxy(t *testing.T) {
+	got := make(chan string, 1)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got <- r.RequestURI
+	}))
+	t.Cleanup(backend.Close)
+	target, _ := url.Parse(backend.URL)
+	proxy := &httputil.ReverseProxy{Rewrite: func(pr *httputil.ProxyRequest) { pr.SetURL(target) }}
+	front := httptest.NewServer(Normalize(newReporter(nil), peerAddr, proxy))
+	t.Cleanup(front.Close)
+
+	resp := rawRequest(t, strings.TrimPrefix(front.URL, "http://"), "GET /a//b/%2e%2e/c%3Fd/./e%7E?q=%2F HTTP/1.1\r\nHost: a\r\n\r\n")
+	if resp.StatusCode != 200 {
+		t.Fatalf("status = %d, want 200", resp.StatusCode)
+	}
+	if uri := <-got; uri != "/a/c%3Fd/e~?q=%2F" {
+		t.Errorf("backend request URI = %q, want /a/c%%3Fd/e~?q=%%2F", uri)
 	}
 }
