@@ -230,6 +230,7 @@ func (c *Conn) handlePending(b []byte) (int, error) {
 // the rejection and closes the connection after draining what the client
 // still sends, so the client reads the response rather than a reset.
 func (c *Conn) rejectConn(rej Rejection, sendStatus bool) {
+	rej.Client = c.Conn.RemoteAddr()
 	c.mu.Lock()
 	c.rejected = true
 	if sendStatus {

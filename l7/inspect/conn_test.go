@@ -190,6 +190,9 @@ func TestWrapConnRejectsFraming(t *testing.T) {
 				if rej.Reason != tc.reason || rej.Status != tc.status {
 					t.Errorf("onReject got %+v, want reason %q status %d", rej, tc.reason, tc.status)
 				}
+				if rej.Client == nil || !strings.HasPrefix(rej.Client.String(), "127.0.0.1:") {
+					t.Errorf("onReject client = %v, want the peer address", rej.Client)
+				}
 			case <-time.After(5 * time.Second):
 				t.Errorf("onReject was not called")
 			}

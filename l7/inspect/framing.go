@@ -2,6 +2,7 @@ package inspect
 
 import (
 	"bytes"
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -31,6 +32,10 @@ type Limits struct {
 type Rejection struct {
 	Status int    // HTTP status sent, such as 400
 	Reason string // stable snake_case reason, used as a metric label
+	// Client is the connection's remote address, which is the client from
+	// the PROXY header when the wrapped connection decoded one. It is nil
+	// for rejections by the middlewares, which log the client themselves.
+	Client net.Addr
 }
 
 // Rejection reasons. Each is sent with the status listed in reasonStatus.

@@ -95,8 +95,11 @@ func (r *Reporter) ReportClient(rej Rejection, client netip.Addr) {
 	r.metrics.rejected.WithLabelValues(rej.Reason, fmt.Sprint(rej.Status)).Inc()
 	r.every.Do(func() {
 		attrs := []slog.Attr{slog.String("reason", rej.Reason), slog.Int("status", rej.Status)}
-		if client.IsValid() {
+		switch {
+		case client.IsValid():
 			attrs = append(attrs, slog.String("client", client.String()))
+		case rej.Client != nil:
+			attrs = append(attrs, slog.String("client", rej.Client.String()))
 		}
 		r.logger.LogAttrs(context.Background(), slog.LevelInfo, "request rejected", attrs...)
 	})

@@ -205,3 +205,22 @@ func TestNormalizeThroughProxy(t *testing.T) {
 		t.Errorf("backend request URI = %q, want /a/c%%3Fd/e~?q=%%2F", uri)
 	}
 }
+
+func TestReporterCountsAndLogs(t *testing.T) {
+	var logs strings.Builder
+	reg := prometheus.NewRegistry()
+	rep := NewReporter(NewMetrics(reg), slog.New(slog.NewTextHandler(&logs, nil)))
+	client := &net.TCPAddr{IP: net.IPv4(192, 0, 2, 7), Port: 4000}
+	for range 3 {
+		rep.Report(Rejection{Status: 400, Reason: ReasonCLAndTE, Client: client})
+	}
+	if n := testutil.ToFloat64(NewMetrics(reg).rejected.WithLabelValues(ReasonCLAndTE, "400")); n != 3 {
+		t.Errorf("rejected_total = %v, want 3", n)
+	}
+	line := logs.String()
+	for _, want := range []string{"request rejected", "reason=" + ReasonCLAndTE, "status=400", "client=192.0.2.7:4000", "component=inspect"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("log %q does not contain %q", line, want)
+		}
+	}
+}
