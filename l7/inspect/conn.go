@@ -98,11 +98,13 @@ func (c *Conn) Read(b []byte) (int, error) {
 			}
 			return n, nil
 		}
-		if c.readErr != nil {
-			return 0, c.readErr
-		}
+		// A pending rejection goes first: a client that half-closed after
+		// a bad request still reads the response.
 		if c.pending != nil {
 			return c.handlePending(b)
+		}
+		if c.readErr != nil {
+			return 0, c.readErr
 		}
 		if c.checkUpgrade() {
 			continue

@@ -548,3 +548,26 @@ func TestWrapConnConcurrentClients(t *testing.T) {
 		t.Errorf("backend saw %d requests, want %d", n, clients*perClient)
 	}
 }
+
+func TestWrapConnRejectAfterHalfClose(t *testing.T) {
+	ts := startServer(t, testLimits, nil)
+	c := dial(t, ts.addr)
+	io.WriteString(c, "GET /a HTTP/1.1\r\nHost: a\r\n\r\nGET /b HTTP/1.1\nHost: a\r\n\r\n")
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatalf("CloseWrite: %v", err)
+	}
+	br := bufio.NewReader(c)
+	for _, want := range []int{200, 400} {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatalf("read response: %v", err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		if resp.StatusCode != want {
+			t.Errorf("status = %d, want %d", resp.StatusCode, want)
+		}
+	}
+	if n := ts.rec.hits.Load(); n != 1 {
+		t.Errorf("backend saw %d requests, want 1", n)
+	}
+}
