@@ -36,6 +36,11 @@ type Listener struct {
 	WriteTimeout      Duration `yaml:"write_timeout"`
 	IdleTimeout       Duration `yaml:"idle_timeout"`
 	MaxHeaderBytes    Size     `yaml:"max_header_bytes"`
+
+	// Limits bounds request framing on this listener.
+	Limits RequestLimits `yaml:"limits"`
+	// Policy is the default policy of every route served here.
+	Policy *Policy `yaml:"policy"`
 }
 
 // ProxyProtocol configures PROXY protocol acceptance on a listener.
@@ -74,6 +79,8 @@ type Route struct {
 	Upstream string     `yaml:"upstream"`
 
 	Cache *RouteCache `yaml:"cache"` // nil or enabled: false means no caching
+	// Policy overrides the listener's policy section by section.
+	Policy *Policy `yaml:"policy"`
 }
 
 // RouteMatch holds the conditions a request must all meet. An empty match
@@ -194,6 +201,11 @@ func (c *L7) setDefaults() {
 		if l.TLS != nil && l.TLS.MinVersion == "" {
 			l.TLS.MinVersion = "1.2"
 		}
+		l.Limits.setDefaults()
+		l.Policy.setDefaults()
+	}
+	for i := range c.Routes {
+		c.Routes[i].Policy.setDefaults()
 	}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
@@ -330,6 +342,8 @@ func (l *Listener) validate(path string, errs *Errors) {
 			errs.add(join(path, "h2c"), "is set on a TLS listener (h2c is cleartext HTTP/2 only)")
 		}
 	}
+	l.Limits.validate(join(path, "limits"), errs)
+	l.Policy.validate(join(path, "policy"), errs)
 }
 
 func (r *Route) validate(path string, errs *Errors) {
@@ -370,6 +384,7 @@ func (r *Route) validate(path string, errs *Errors) {
 			errs.add(index(join(path, "match.methods"), i), "%q is not an upper-case HTTP method", meth)
 		}
 	}
+	r.Policy.validate(join(path, "policy"), errs)
 }
 
 func (u *Upstream) validate(path string, errs *Errors) {
