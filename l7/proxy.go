@@ -53,6 +53,14 @@ type requestState struct {
 	upstream string
 	err      error
 	id       string
+	// st and settings are the state and listener settings loaded when the
+	// request arrived; route is the matched route, nil until routing.
+	st       *state
+	settings *listenerSettings
+	route    *route.Route
+	// policy holds the access-log fields that policy middlewares fill in
+	// through [LogFields].
+	policy accesslog.PolicyFields
 }
 
 type requestStateKey struct{}
@@ -62,14 +70,24 @@ func stateFrom(ctx context.Context) *requestState {
 	return rs
 }
 
+// LogFields returns the policy fields of r's access-log line, for
+// middlewares to fill in from their decision callbacks. It returns nil
+// when r is not served by a [Server]. The fields belong to the request:
+// write them only from goroutines that handle it.
+func LogFields(r *http.Request) *accesslog.PolicyFields {
+	if rs := stateFrom(r.Context()); rs != nil {
+		return &rs.policy
+	}
+	return nil
+}
+
 // ServeHTTP is the entry of every request on the listener: it assigns the
-// request ID, checks the Host against the TLS server name, routes, runs the
-// route's middlewares and upstream, and logs and counts the result.
+// request ID, runs the pre-routing wrappers around [listener.routeRequest],
+// and logs and counts the result.
 func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	s := l.server
 	st := s.state.Load()
-	ls := l.settings.Load()
 
 	id := r.Header.Get("X-Request-Id")
 	if !validRequestID(id) {
@@ -78,7 +96,7 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("X-Request-Id", id)
 
-	rs := &requestState{id: id}
+	rs := &requestState{id: id, st: st, settings: l.settings.Load()}
 	rec := &responseRecorder{ResponseWriter: w, server: s}
 	body := &countingBody{ReadCloser: r.Body}
 	if r.Body != nil && r.Body != http.NoBody {
@@ -87,28 +105,34 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithValue(r.Context(), requestStateKey{}, rs)
 	r = r.WithContext(upstream.WithAttempt(ctx, &rs.attempt))
 
-	var rt *route.Route
 	defer func() {
 		p := recover()
 		aborted := p != nil
-		l.finish(st, r, rec, rs, rt, body.n.Load(), start, aborted)
+		l.finish(st, r, rec, rs, rs.route, body.n.Load(), start, aborted)
 		if p != nil {
 			panic(p)
 		}
 	}()
+	l.entry.ServeHTTP(rec, r)
+}
 
+// routeRequest checks the Host against the TLS server name, routes, and
+// runs the route's middlewares and upstream.
+func (l *listener) routeRequest(w http.ResponseWriter, r *http.Request) {
+	rs := stateFrom(r.Context())
 	info := conninfo.FromRequest(r)
-	if ls.certs != nil && info != nil && ls.certs.misdirected(info.SNI, route.NormalizeHost(r.Host)) {
-		http.Error(rec, "misdirected request: host is not served on this connection", http.StatusMisdirectedRequest)
+	if rs.settings.certs != nil && info != nil && rs.settings.certs.misdirected(info.SNI, route.NormalizeHost(r.Host)) {
+		http.Error(w, "misdirected request: host is not served on this connection", http.StatusMisdirectedRequest)
 		return
 	}
-	rt = st.routes.Match(r)
+	rt := rs.st.routes.Match(r)
 	if rt == nil {
-		http.Error(rec, "no route matches this request", http.StatusNotFound)
+		http.Error(w, "no route matches this request", http.StatusNotFound)
 		return
 	}
+	rs.route = rt
 	rs.upstream = rt.Upstream
-	st.handlers[rt.Index].ServeHTTP(rec, r)
+	rs.st.handlers[rt.Index].ServeHTTP(w, r)
 }
 
 func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs *requestState, rt *route.Route, bytesIn int64, start time.Time, aborted bool) {
@@ -144,6 +168,8 @@ func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs 
 		Backend:    rs.attempt.Backend,
 		Retries:    rs.attempt.Retries,
 		RequestID:  rs.id,
+
+		PolicyFields: rs.policy,
 	}
 	if info := conninfo.FromRequest(r); info != nil {
 		e.ClientAddr = info.Client.Addr().String()
