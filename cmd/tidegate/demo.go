@@ -119,7 +119,7 @@ func demo(base int, dir string, logger *slog.Logger, stdout io.Writer) error {
 		doc := fmt.Sprintf(demoL7Config, addr(offL7Admin+i), fmt.Sprintf("l7-%d", i+1), addr(offL7Data+i),
 			certFile, keyFile, addr(offBackends), addr(offBackends+1), addr(offBackends+2))
 		n, err := startDemoNode(fmt.Sprintf("l7-%d", i+1), doc, logger, func(f *config.File, lg *slog.Logger, adm *admin.Server) (lifecycle.Service, error) {
-			return l7.New(f, lg, adm)
+			return l7.New(f, lg, adm, append(l7PolicyBeforeCache(lg, adm), l7PolicyAfterCache(lg, adm)...)...)
 		})
 		if err != nil {
 			stopDemo(nodes, logger)

@@ -30,7 +30,7 @@ func runL4(args []string, stdout, stderr io.Writer) int {
 
 func runL7(args []string, stdout, stderr io.Writer) int {
 	return serve(tier{"l7", func(f *config.File, logger *slog.Logger, adm *admin.Server) (lifecycle.Service, error) {
-		return l7.New(f, logger, adm)
+		return l7.New(f, logger, adm, append(l7PolicyBeforeCache(logger, adm), l7PolicyAfterCache(logger, adm)...)...)
 	}}, args, stderr)
 }
 
