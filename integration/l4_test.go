@@ -88,8 +88,8 @@ func TestL4ProxyHeaderEveryConnection(t *testing.T) {
 
 // TestL4LargeTransferHashes sends 100 MiB each way at once through the real
 // binary, checks both with SHA-256, and checks the half-close order: the
-// node answers with the hash of what it got only after the client's FIN, and
-// the client sees EOF only after that answer.
+// node sends the hash of what it got only after the client's FIN, and
+// the client reads EOF only after that answer.
 func TestL4LargeTransferHashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves 200 MiB; skipped with -short")
@@ -441,4 +441,106 @@ func TestL4AcceptBackoffOnEMFILE(t *testing.T) {
 	})
 	lines := strings.Count(p.out.String(), "accept failed, retrying")
 	t.Logf("%d accept-failure log lines", lines)
+}
+
+// TestL4TwoVIPsIPv4AndIPv6 runs an IPv4 VIP with PROXY v2 and an IPv6 VIP
+// with PROXY v1 and client affinity in one process.
+func TestL4TwoVIPsIPv4AndIPv6(t *testing.T) {
+	v4Nodes := []*l7Node{startL7Node(t, "127.0.0.1:0", echoHandler), startL7Node(t, "127.0.0.1:0", echoHandler)}
+	v6Nodes := []*l7Node{
+		startL7Node(t, "[::1]:0", echoHandler),
+		startL7Node(t, "[::1]:0", echoHandler),
+		startL7Node(t, "[::1]:0", echoHandler),
+	}
+	vip4 := freeAddr(t)
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	vip6 := ln.Addr().String()
+	ln.Close()
+
+	cfg := fmt.Sprintf("admin:\n  address: {{ADMIN}}\nl4:\n  vips:\n"+
+		"    - name: v4\n      address: %s\n      reals: [{address: %q}, {address: %q}]\n"+
+		"    - name: v6\n      address: %q\n      proxy_protocol: v1\n      affinity: client\n"+
+		"      reals: [{address: %q}, {address: %q}, {address: %q}]\n",
+		vip4, v4Nodes[0].addr, v4Nodes[1].addr, vip6, v6Nodes[0].addr, v6Nodes[1].addr, v6Nodes[2].addr)
+	startL4(t, cfg)
+
+	c4 := dialEcho(t, vip4)
+	if err := c4.roundTrip("v4"); err != nil {
+		t.Fatal(err)
+	}
+	n := nodeOf(c4, v4Nodes)
+	if n < 0 {
+		t.Fatal("no IPv4 node got the connection")
+	}
+	checkHeader(t, v4Nodes[n].headerFrom(c4.LocalAddr().String()), c4.LocalAddr().String(), vip4)
+
+	// Every connection from ::1 lands on one node, because of affinity.
+	first := -1
+	for i := range 20 {
+		c := dialEcho(t, vip6)
+		if err := c.roundTrip("v6"); err != nil {
+			t.Fatal(err)
+		}
+		n := nodeOf(c, v6Nodes)
+		if n < 0 {
+			t.Fatalf("connection %d: no IPv6 node got a header from %s", i, c.LocalAddr())
+		}
+		if first < 0 {
+			first = n
+		} else if n != first {
+			t.Fatalf("connection %d from ::1 reached node %d, earlier ones node %d", i, n, first)
+		}
+		h := v6Nodes[n].headerFrom(c.LocalAddr().String())
+		if h.Version != 1 {
+			t.Errorf("IPv6 VIP sent PROXY v%d, want v1", h.Version)
+		}
+		if h.DestinationAddr.String() != vip6 {
+			t.Errorf("v1 header destination = %s, want %s", h.DestinationAddr, vip6)
+		}
+		c.Close()
+	}
+	if v4Nodes[0].headerCount()+v4Nodes[1].headerCount() != 1 {
+		t.Error("IPv6 connections reached the IPv4 VIP's nodes")
+	}
+}
+
+// TestL4SigtermDrains sends SIGTERM with a connection open: the VIP stops
+// accepting, the open connection keeps working, and the process exits once
+// it closes.
+func TestL4SigtermDrains(t *testing.T) {
+	node := startL7Node(t, "127.0.0.1:0", echoHandler)
+	vip := freeAddr(t)
+	l4 := startL4(t, l4Config(vip, []string{node.addr}, ""))
+	c := dialEcho(t, vip)
+	if err := c.roundTrip("before"); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := l4.signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "VIP listener closed", func() bool {
+		nc, err := net.DialTimeout("tcp", vip, time.Second)
+		if err != nil {
+			return true
+		}
+		nc.Close()
+		return false
+	})
+	if err := c.roundTrip("during drain"); err != nil {
+		t.Fatalf("open connection broke during drain: %v", err)
+	}
+	if l4.exited() {
+		t.Fatal("L4 exited with a connection still open")
+	}
+	c.Close()
+	if !l4.wait(5 * time.Second) {
+		t.Fatal("L4 did not exit after its last connection closed")
+	}
+	if l4.err != nil {
+		t.Errorf("L4 exit: %v", l4.err)
+	}
 }

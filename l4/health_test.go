@@ -15,8 +15,8 @@ import (
 )
 
 // TestHealthHTTPWithProxyHeader checks an L7-style /readyz that requires a
-// PROXY v2 header: the real stays up while it answers 200 and goes down when
-// it answers 503, as an L7 does while it drains.
+// PROXY v2 header: the real stays up while it returns 200 and goes down when
+// it returns 503, as an L7 does while it drains.
 func TestHealthHTTPWithProxyHeader(t *testing.T) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -80,7 +80,7 @@ l4:
 
 	waitFor(t, "probes with a PROXY header", func() bool { return headers.Load() >= 3 })
 	if !r.Healthy() {
-		t.Fatalf("real down while /readyz answers 200: %s", r.LastError())
+		t.Fatalf("real down while /readyz returns 200: %s", r.LastError())
 	}
 	if withID.Load() == 0 {
 		t.Error("health probes carried no UNIQUE_ID TLV")

@@ -43,7 +43,8 @@ func (e *Engine) serveConn(l *listener, v *VIP, client *net.TCPConn) {
 
 	hdr, err := proxyheader.Build(v.ProxyVersion, src, dst, id)
 	if err != nil {
-		// Build fails only on a version or address bug, never on client input.
+		// Build fails only for an invalid version or address. Config validation
+		// checks the version and the kernel supplies the addresses.
 		e.logger.Error("build proxy header failed", "vip", v.Name, "conn_id", id.String(), "err", err)
 		e.reject(v, client, rejectDialFailed)
 		return
@@ -82,7 +83,7 @@ func (e *Engine) serveConn(l *listener, v *VIP, client *net.TCPConn) {
 }
 
 // connectReal dials the reals in order and writes hdr to the first that
-// answers. It returns nil when every attempt failed.
+// accepts. It returns nil when every attempt failed.
 func (e *Engine) connectReal(l *listener, v *VIP, reals []string, hdr []byte, id proxyheader.ID) (*net.TCPConn, string) {
 	d := net.Dialer{Timeout: v.ConnectTimeout}
 	for _, addr := range reals {
@@ -108,9 +109,9 @@ func (e *Engine) connectReal(l *listener, v *VIP, reals []string, hdr []byte, id
 	return nil, ""
 }
 
-// writeHeader writes the PROXY header before any client byte. The socket
-// buffer of a fresh connection always has room for it, so the deadline only
-// guards against a peer that is already gone.
+// writeHeader writes the PROXY header before any client byte. A header is at
+// most 107 bytes, which fits the send buffer of a fresh connection, so the
+// deadline only guards against a peer that is already gone.
 func writeHeader(c *net.TCPConn, hdr []byte, timeout time.Duration) error {
 	if timeout > 0 {
 		_ = c.SetWriteDeadline(time.Now().Add(timeout))

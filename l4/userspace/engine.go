@@ -22,16 +22,16 @@ type Picker interface {
 	Pick(client, vip netip.AddrPort, n int) []string
 }
 
-// VIP is what the engine needs to serve one virtual service.
+// VIP is the configuration of one virtual service as the engine serves it.
 type VIP struct {
 	Name           string
 	Address        string // listen address, host:port
 	ProxyVersion   int    // 1 or 2
 	ConnectTimeout time.Duration
 	// IdleTimeout closes a connection when no byte has moved in either
-	// direction for this long; 0 disables it.
+	// direction for this long. Zero disables it.
 	IdleTimeout time.Duration
-	// MaxConnections caps the connections open on the VIP; 0 means no cap.
+	// MaxConnections caps the connections open on the VIP. Zero means no cap.
 	MaxConnections int
 	// DialAttempts is how many reals are tried, in Picker order.
 	DialAttempts int
@@ -109,7 +109,7 @@ func (e *Engine) Prepare(addrs []string) error {
 // Update makes the engine serve exactly vips. A VIP whose address is already
 // served keeps its listener and its open connections and takes the new
 // settings for new connections. Listeners of VIPs no longer present are
-// closed; their open connections run on until they end or Drain.
+// closed, and their open connections run on until they end or Drain.
 func (e *Engine) Update(vips []VIP) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -214,8 +214,8 @@ func TestEngineWritesProxyV1(t *testing.T) {
 	}
 }
 
-// TestEngineHalfClose checks that the real sees the client's FIN before it
-// answers, and that the answer still reaches the half-closed client.
+// TestEngineHalfClose checks that the real receives the client's FIN before
+// it responds, and that the response still reaches the half-closed client.
 func TestEngineHalfClose(t *testing.T) {
 	e, _ := newTestEngine(t)
 	real, _ := startReal(t, func(rc *realConn) {
