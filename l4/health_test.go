@@ -5,6 +5,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -97,4 +98,44 @@ l4:
 
 	ready.Store(true)
 	waitFor(t, "real up again", func() bool { return r.Healthy() })
+}
+
+// TestApplyRemovesHealthCheck reloads a VIP whose only real is down without
+// its health check: the real counts as healthy again and takes flows.
+func TestApplyRemovesHealthCheck(t *testing.T) {
+	doc := `
+l4:
+  vips:
+    - name: web
+      address: 127.0.0.1:0
+      health_check: {type: tcp, interval: 20ms, timeout: 10ms, rise: 1, fall: 1}
+      reals:
+        - address: 127.0.0.1:1
+`
+	f, err := config.Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := newTestBalancer(t, f.L4)
+	b.Start()
+	v := b.VIP("web")
+	waitFor(t, "real down", func() bool { return !v.Reals()[0].Healthy() })
+
+	f2, err := config.Parse([]byte(strings.Replace(doc, "      health_check: {type: tcp, interval: 20ms, timeout: 10ms, rise: 1, fall: 1}\n", "", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b.Apply(f2.L4)
+	r := v.Reals()[0]
+	if !r.Healthy() {
+		t.Error("real still down after its health check was removed")
+	}
+	// A probe of the stopped checker must not mark it down again.
+	time.Sleep(60 * time.Millisecond)
+	if !r.Healthy() {
+		t.Error("stopped checker marked the real down after the reload")
+	}
+	if p := v.Pick(netip.MustParseAddrPort("198.51.100.1:1000"), vipAddr, 1); len(p) != 1 {
+		t.Errorf("Pick after reload = %v, want the real", p)
+	}
 }

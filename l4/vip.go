@@ -188,12 +188,14 @@ func (v *VIP) replaceCheckerLocked(r *Real, cfg config.VIP, rc config.Real) *hea
 		return old
 	}
 	hc := cfg.HealthCheck
-	r.checker = health.New(health.Config{
+	var c *health.Checker
+	c = health.New(health.Config{
 		Interval: hc.Interval.D(),
 		Timeout:  hc.Timeout.D(),
 		Rise:     hc.Rise,
 		Fall:     hc.Fall,
-	}, r.Healthy(), newProbe(hc, rc, cfg.ProxyProtocol), func(ch health.Change) { v.onHealth(r, ch) })
+	}, r.Healthy(), newProbe(hc, rc, cfg.ProxyProtocol), func(ch health.Change) { v.onHealth(r, c, ch) })
+	r.checker = c
 	if v.started {
 		r.checker.Start()
 	}
@@ -209,12 +211,15 @@ func (r *Real) takeChecker() *health.Checker {
 	return c
 }
 
-// onHealth runs on the checker's goroutine for each state change.
-func (v *VIP) onHealth(r *Real, ch health.Change) {
+// onHealth runs on checker c's goroutine for each state change.
+func (v *VIP) onHealth(r *Real, c *health.Checker, ch health.Change) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if !slices.Contains(v.reals, r) {
-		return // removed by a reload while the probe ran
+	r.mu.Lock()
+	current := r.checker == c
+	r.mu.Unlock()
+	if !current || !slices.Contains(v.reals, r) {
+		return // a reload replaced the checker or removed the real while the probe ran
 	}
 	r.healthy.Store(ch.Healthy)
 	v.m.healthy.WithLabelValues(v.Name, r.Address).Set(boolFloat(ch.Healthy))
