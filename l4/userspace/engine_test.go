@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -592,6 +593,64 @@ func BenchmarkConnect(b *testing.B) {
 		_, _ = c.Write([]byte{1})
 		if _, err := io.ReadFull(c, buf); err != nil {
 			b.Fatal(err)
+		}
+		c.Close()
+	}
+}
+
+// BenchmarkThroughput measures one-way bulk copy through the engine on
+// loopback: the client uploads 64 MiB per iteration and the real discards.
+func BenchmarkThroughput(b *testing.B) {
+	const size = 64 << 20
+	e, err := New(slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Drain(context.Background())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				if _, err := proxyproto.Read(r); err != nil {
+					return
+				}
+				n, _ := io.Copy(io.Discard, r)
+				_, _ = fmt.Fprintf(c, "%d", n)
+			}()
+		}
+	}()
+	if err := e.Update([]VIP{{Name: "bench", Address: "127.0.0.1:0", ProxyVersion: 2, ConnectTimeout: time.Second,
+		IdleTimeout: time.Minute, DialAttempts: 1, Picker: staticPicker{ln.Addr().String()}}}); err != nil {
+		b.Fatal(err)
+	}
+	vip := e.Addrs()["127.0.0.1:0"].String()
+	chunk := make([]byte, 1<<20)
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := net.Dial("tcp", vip)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range size / len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
+				b.Fatal(err)
+			}
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		got, _ := io.ReadAll(c)
+		if string(got) != fmt.Sprint(size) {
+			b.Fatalf("real counted %q bytes, want %d", got, size)
 		}
 		c.Close()
 	}
