@@ -89,7 +89,7 @@ func TestL4ProxyHeaderEveryConnection(t *testing.T) {
 // TestL4LargeTransferHashes sends 100 MiB each way at once through the real
 // binary, checks both with SHA-256, and checks the half-close order: the
 // node sends the hash of what it got only after the client's FIN, and
-// the client reads EOF only after that answer.
+// the client reads EOF only after that hash.
 func TestL4LargeTransferHashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves 200 MiB; skipped with -short")

@@ -548,20 +548,21 @@ func TestLogLimiter(t *testing.T) {
 	}
 }
 
-// BenchmarkConnect measures one connection through the engine on loopback:
-// accept, pick, dial, PROXY header, one echoed byte and both FINs.
-func BenchmarkConnect(b *testing.B) {
-	reg := prometheus.NewRegistry()
-	e, err := New(slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+// benchEngine starts an engine with one VIP in front of a loopback real
+// that reads the PROXY header and then runs handle, and returns the VIP.
+func benchEngine(b *testing.B, handle func(c net.Conn, r *bufio.Reader)) string {
+	b.Helper()
+	e, err := New(slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer e.Drain(context.Background())
+	b.Cleanup(func() { _ = e.Drain(context.Background()) })
+
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer ln.Close()
+	b.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -574,16 +575,25 @@ func BenchmarkConnect(b *testing.B) {
 				if _, err := proxyproto.Read(r); err != nil {
 					return
 				}
-				_, _ = io.Copy(c, r)
+				handle(c, r)
 			}()
 		}
 	}()
-	if err := e.Update([]VIP{{Name: "bench", Address: "127.0.0.1:0", ProxyVersion: 2, ConnectTimeout: time.Second,
-		DialAttempts: 1, Picker: staticPicker{ln.Addr().String()}}}); err != nil {
+
+	v := VIP{Name: "bench", Address: "127.0.0.1:0", ProxyVersion: 2, ConnectTimeout: time.Second,
+		IdleTimeout: time.Minute, DialAttempts: 1, Picker: staticPicker{ln.Addr().String()}}
+	if err := e.Update([]VIP{v}); err != nil {
 		b.Fatal(err)
 	}
-	vip := e.Addrs()["127.0.0.1:0"].String()
+	return e.Addrs()["127.0.0.1:0"].String()
+}
+
+// BenchmarkConnect measures one connection through the engine on loopback:
+// accept, pick, dial, PROXY header, one echoed byte and both FINs.
+func BenchmarkConnect(b *testing.B) {
+	vip := benchEngine(b, func(c net.Conn, r *bufio.Reader) { _, _ = io.Copy(c, r) })
 	buf := make([]byte, 1)
+
 	b.ReportAllocs()
 	for b.Loop() {
 		c, err := net.Dial("tcp", vip)
@@ -602,39 +612,12 @@ func BenchmarkConnect(b *testing.B) {
 // loopback: the client uploads 64 MiB per iteration and the real discards.
 func BenchmarkThroughput(b *testing.B) {
 	const size = 64 << 20
-	e, err := New(slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer e.Drain(context.Background())
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				r := bufio.NewReader(c)
-				if _, err := proxyproto.Read(r); err != nil {
-					return
-				}
-				n, _ := io.Copy(io.Discard, r)
-				_, _ = fmt.Fprintf(c, "%d", n)
-			}()
-		}
-	}()
-	if err := e.Update([]VIP{{Name: "bench", Address: "127.0.0.1:0", ProxyVersion: 2, ConnectTimeout: time.Second,
-		IdleTimeout: time.Minute, DialAttempts: 1, Picker: staticPicker{ln.Addr().String()}}}); err != nil {
-		b.Fatal(err)
-	}
-	vip := e.Addrs()["127.0.0.1:0"].String()
+	vip := benchEngine(b, func(c net.Conn, r *bufio.Reader) {
+		n, _ := io.Copy(io.Discard, r)
+		_, _ = fmt.Fprintf(c, "%d", n)
+	})
 	chunk := make([]byte, 1<<20)
+
 	b.SetBytes(size)
 	b.ReportAllocs()
 	for b.Loop() {
@@ -648,6 +631,7 @@ func BenchmarkThroughput(b *testing.B) {
 			}
 		}
 		_ = c.(*net.TCPConn).CloseWrite()
+
 		got, _ := io.ReadAll(c)
 		if string(got) != fmt.Sprint(size) {
 			b.Fatalf("real counted %q bytes, want %d", got, size)
