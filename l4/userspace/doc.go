@@ -9,7 +9,6 @@
 // The engine owns no selection state: weights, health and tables live in
 // package l4, so the XDP engine can share them.
 //
-// NOTE: the idle timeout uses read deadlines only. A write that blocks
-// because the peer stopped reading is ended by the other direction's idle
-// timeout, unless that direction has already finished with a FIN.
+// The idle timeout uses read deadlines for silence in both directions and,
+// on Linux, TCP_USER_TIMEOUT for a peer that stops reading.
 package userspace

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -638,4 +639,40 @@ func BenchmarkThroughput(b *testing.B) {
 		}
 		c.Close()
 	}
+}
+
+// TestEngineIdleStuckReader covers a client that half-closes and then never
+// reads while the real keeps sending: once buffers fill, no byte moves, and
+// the connection must still be closed.
+func TestEngineIdleStuckReader(t *testing.T) {
+	e, _ := newTestEngine(t)
+	writeErr := make(chan error, 1)
+	real, _ := startReal(t, func(rc *realConn) {
+		buf := make([]byte, 64<<10)
+		for {
+			_ = rc.conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			if _, err := rc.conn.Write(buf); err != nil {
+				writeErr <- err
+				return
+			}
+		}
+	})
+	vip := serve(t, e, VIP{IdleTimeout: 300 * time.Millisecond, Picker: staticPicker{real}})
+	c := dial(t, vip)
+	_ = c.SetReadBuffer(4 << 10)
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+
+	select {
+	case err := <-writeErr:
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("real's write timed out in the test itself; the L4 never closed the stuck connection")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("connection to a client that stopped reading was not closed")
+	}
+	waitFor(t, "connection gone from the active gauge", func() bool {
+		return testutil.ToFloat64(e.m.active.WithLabelValues("test")) == 0
+	})
 }
