@@ -10,12 +10,15 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/tidegate/tidegate/l4/proxyheader"
 )
 
@@ -542,5 +545,94 @@ func TestL4SigtermDrains(t *testing.T) {
 	}
 	if l4.err != nil {
 		t.Errorf("L4 exit: %v", l4.err)
+	}
+}
+
+// readyzServer is an L7 admin listener stand-in: GET /readyz behind a
+// required PROXY header, answering 200 or 503.
+type readyzServer struct {
+	addr    string
+	ready   atomic.Bool
+	proxied atomic.Int64 // requests that came with a PROXY header
+}
+
+func startReadyz(t *testing.T) *readyzServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &readyzServer{addr: ln.Addr().String()}
+	s.ready.Store(true)
+	pln := &proxyproto.Listener{
+		Listener:          ln,
+		ConnPolicy:        func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil },
+		ReadHeaderTimeout: time.Second,
+	}
+	srv := &http.Server{
+		ReadHeaderTimeout: time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.proxied.Add(1)
+			if r.URL.Path != "/readyz" || !s.ready.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+		}),
+	}
+	go func() { _ = srv.Serve(pln) }()
+	t.Cleanup(func() { srv.Close() })
+	return s
+}
+
+// TestL4ReadyzDrainStopsNewConnections has one L7 turn /readyz to 503, as
+// an L7 does on SIGTERM: the L4 marks it down through the HTTP check (sent
+// with a PROXY header), sends it no new connections and keeps its open ones.
+func TestL4ReadyzDrainStopsNewConnections(t *testing.T) {
+	nodes := []*l7Node{startL7Node(t, "127.0.0.1:0", echoHandler), startL7Node(t, "127.0.0.1:0", echoHandler)}
+	checks := []*readyzServer{startReadyz(t), startReadyz(t)}
+	vip := freeAddr(t)
+	cfg := fmt.Sprintf("admin:\n  address: {{ADMIN}}\nl4:\n  vips:\n    - name: web\n      address: %s\n"+
+		"      health_check: {type: http, path: /readyz, proxy_protocol: true, interval: 100ms, timeout: 80ms, rise: 2, fall: 2}\n"+
+		"      reals:\n        - {address: %q, health_address: %q}\n        - {address: %q, health_address: %q}\n",
+		vip, nodes[0].addr, checks[0].addr, nodes[1].addr, checks[1].addr)
+	l4 := startL4(t, cfg)
+
+	var onFirst *echoConn
+	for onFirst == nil {
+		c := dialEcho(t, vip)
+		if err := c.roundTrip("open"); err != nil {
+			t.Fatal(err)
+		}
+		if nodeOf(c, nodes) == 0 {
+			onFirst = c
+		} else {
+			c.Close()
+		}
+	}
+	waitUntil(t, 5*time.Second, "health checks with a PROXY header", func() bool {
+		return checks[0].proxied.Load() >= 2 && checks[1].proxied.Load() >= 2
+	})
+
+	checks[0].ready.Store(false)
+	waitUntil(t, 3*time.Second, "draining L7 marked down", func() bool {
+		return !l4.realHealthy(t, "web", nodes[0].addr)
+	})
+	before := nodes[0].headerCount()
+	for range 40 {
+		c := dialEcho(t, vip)
+		if err := c.roundTrip("new"); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	if got := nodes[0].headerCount() - before; got != 0 {
+		t.Errorf("draining L7 got %d new connections", got)
+	}
+	if err := onFirst.roundTrip("still open"); err != nil {
+		t.Errorf("open connection to the draining L7 broke: %v", err)
+	}
+	if !strings.Contains(l4.out.String(), "status 503") {
+		t.Error("L4 log does not give the 503 as the reason the real went down")
 	}
 }
