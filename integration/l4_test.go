@@ -90,8 +90,8 @@ func TestL4ProxyHeaderEveryConnection(t *testing.T) {
 }
 
 // TestL4LargeTransferHashes sends 100 MiB each way at once through the real
-// binary, checks both with SHA-256, and checks the half-close order: the
-// node sends the hash of what it got only after the client's FIN, and
+// binary and checks both with SHA-256. It also checks the half-close order.
+// The node sends the hash of what it got only after the client's FIN, and
 // the client reads EOF only after that hash.
 func TestL4LargeTransferHashes(t *testing.T) {
 	if testing.Short() {
@@ -548,8 +548,8 @@ func TestL4SigtermDrains(t *testing.T) {
 	}
 }
 
-// readyzServer is an L7 admin listener stand-in: GET /readyz behind a
-// required PROXY header, answering 200 or 503.
+// readyzServer is an L7 admin listener stand-in that serves GET /readyz
+// with status 200 or 503 behind a required PROXY header.
 type readyzServer struct {
 	addr    string
 	ready   atomic.Bool
