@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -675,4 +676,54 @@ func TestEngineIdleStuckReader(t *testing.T) {
 	waitFor(t, "connection gone from the active gauge", func() bool {
 		return testutil.ToFloat64(e.m.active.WithLabelValues("test")) == 0
 	})
+}
+
+// stalledAddr returns a loopback address whose accept queue is full, so the
+// kernel drops new SYNs and a connect to it hangs until the dialer's timeout.
+func stalledAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+
+	// Nothing accepts, so a few connections fill the queue.
+	for range 8 {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("accept queue did not fill; cannot make a connect hang on loopback")
+	return ""
+}
+
+func TestEngineConnectTimeoutFallsBack(t *testing.T) {
+	e, _ := newTestEngine(t)
+	stalled := stalledAddr(t)
+	real, _ := startReal(t, echo)
+	vip := serve(t, e, VIP{ConnectTimeout: 200 * time.Millisecond, Picker: staticPicker{stalled, real}})
+
+	c := dial(t, vip)
+	_, _ = c.Write([]byte("x"))
+	_ = c.CloseWrite()
+	if got, _ := io.ReadAll(c); string(got) != "x" {
+		t.Fatalf("echo after the first real timed out = %q, want %q", got, "x")
+	}
+	if n := testutil.ToFloat64(e.m.dialFailures.WithLabelValues("test", stalled)); n != 1 {
+		t.Errorf("dial failures of the stalled real = %v, want 1", n)
+	}
 }
