@@ -49,7 +49,8 @@ type Engine struct {
 	listeners map[string]*listener        // serving, by listen address
 	pending   map[string]*net.TCPListener // bound by Prepare, not yet serving
 	conns     map[*net.TCPConn]struct{}   // client and real sides, for Drain
-	draining  bool
+	draining  bool                        // no new client connections
+	forced    bool                        // Drain timed out and closed conns
 
 	acceptWG sync.WaitGroup
 	connWG   sync.WaitGroup
@@ -199,6 +200,7 @@ func (e *Engine) Drain(ctx context.Context) error {
 	}
 
 	e.mu.Lock()
+	e.forced = true
 	n := len(e.conns)
 	for c := range e.conns {
 		c.Close()
@@ -209,12 +211,26 @@ func (e *Engine) Drain(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// track registers c for Drain and reports false when the engine already
-// drains, in which case the caller must close c.
-func (e *Engine) track(c *net.TCPConn) bool {
+// trackClient registers an accepted connection for Drain and reports false
+// when the engine already drains, in which case the caller must reject c.
+func (e *Engine) trackClient(c *net.TCPConn) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.draining {
+		return false
+	}
+	e.conns[c] = struct{}{}
+	return true
+}
+
+// trackReal registers the real side of a connection for Drain. A connection
+// accepted before Drain began is still set up while Drain waits, so this
+// reports false only after Drain has closed every connection, in which case
+// the caller must close c.
+func (e *Engine) trackReal(c *net.TCPConn) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.forced {
 		return false
 	}
 	e.conns[c] = struct{}{}
@@ -261,7 +277,7 @@ func (e *Engine) acceptLoop(l *listener) {
 			}
 			continue
 		}
-		if !e.track(c) {
+		if !e.trackClient(c) {
 			e.reject(v, c, rejectDraining)
 			continue
 		}

@@ -364,22 +364,35 @@ func TestEngineIdleTimeout(t *testing.T) {
 	}
 }
 
-// TestEngineIdleKeepsActive sends a byte every 40ms for longer than the idle
-// timeout in one direction only: the connection must stay open.
+// TestEngineIdleKeepsActive sends a byte every 20ms from the client only,
+// for twice the idle timeout. The real answers once at the end, so the
+// real-to-client direction is silent throughout, and the connection must
+// still stay open.
 func TestEngineIdleKeepsActive(t *testing.T) {
+	const idle, bytesSent = 400 * time.Millisecond, 40
 	e, _ := newTestEngine(t)
-	real, _ := startReal(t, echo)
-	vip := serve(t, e, VIP{IdleTimeout: 150 * time.Millisecond, Picker: staticPicker{real}})
+	real, _ := startReal(t, func(rc *realConn) {
+		if _, err := io.ReadFull(rc.r, make([]byte, bytesSent)); err != nil {
+			return
+		}
+		_, _ = rc.conn.Write([]byte("ok"))
+	})
+	vip := serve(t, e, VIP{IdleTimeout: idle, Picker: staticPicker{real}})
 	c := dial(t, vip)
-	buf := make([]byte, 1)
-	for i := range 12 {
+
+	start := time.Now()
+	for i := range bytesSent {
 		if _, err := c.Write([]byte{byte(i)}); err != nil {
-			t.Fatalf("write %d: %v", i, err)
+			t.Fatalf("write %d: %v (closed while active)", i, err)
 		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			t.Fatalf("read %d: %v (closed while active)", i, err)
-		}
-		time.Sleep(40 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if elapsed := time.Since(start); elapsed < idle {
+		t.Fatalf("sending took %s, less than the idle timeout, so the test proves nothing", elapsed)
+	}
+	got := make([]byte, 2)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "ok" {
+		t.Fatalf("reply = %q, %v; want %q (closed while one direction was active)", got, err, "ok")
 	}
 }
 
