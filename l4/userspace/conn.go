@@ -56,14 +56,6 @@ func (e *Engine) serveConn(l *listener, v *VIP, client *net.TCPConn) {
 	defer e.untrack(server)
 	defer server.Close()
 
-	if v.IdleTimeout > 0 {
-		for _, c := range []*net.TCPConn{client, server} {
-			if err := setUserTimeout(c, v.IdleTimeout); err != nil && e.logger.Enabled(context.Background(), slog.LevelDebug) {
-				e.logger.Debug("set tcp user timeout failed", "vip", v.Name, "conn_id", id.String(), "err", err)
-			}
-		}
-	}
-
 	e.m.realConns.WithLabelValues(v.Name, realAddr).Inc()
 	activeReal := e.m.realActive.WithLabelValues(v.Name, realAddr)
 	activeReal.Inc()

@@ -9,6 +9,7 @@
 // The engine owns no selection state: weights, health and tables live in
 // package l4, so the XDP engine can share them.
 //
-// The idle timeout uses read deadlines for silence in both directions and,
-// on Linux, TCP_USER_TIMEOUT for a peer that stops reading.
+// The idle timeout samples the client socket's TCP_INFO byte counters, so it
+// counts bytes moving in either direction, including inside one long splice,
+// and it also ends a connection whose client stopped reading.
 package userspace
