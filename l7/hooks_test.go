@@ -130,3 +130,28 @@ l7:
 		t.Errorf("after reload the retired middleware was closed %d times, want 1", got)
 	}
 }
+
+func TestSameHandler(t *testing.T) {
+	fn := http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})
+	mux := http.NewServeMux()
+	closer := closerHandler{Handler: fn, closed: new(atomic.Int32)}
+	tests := []struct {
+		name string
+		a, b http.Handler
+		want bool
+	}{
+		{"same pointer", mux, mux, true},
+		{"different pointers", mux, http.NewServeMux(), false},
+		{"handler funcs", fn, fn, false}, // == on them would panic
+		{"structs holding funcs", closer, closer, false},
+		{"different types", mux, fn, false},
+		{"nil", nil, nil, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := sameHandler(tc.a, tc.b); got != tc.want {
+				t.Errorf("sameHandler = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}

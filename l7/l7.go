@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"sync"
 	"sync/atomic"
 
@@ -193,7 +194,7 @@ func (s *Server) buildState(cfg *config.L7, prev *state) (*state, error) {
 				st.close(prev)
 				return nil, fmt.Errorf("l7: route %q: middleware %s: %w", rc.Name, nm.name, err)
 			}
-			if c, ok := h.(io.Closer); ok && h != inner {
+			if c, ok := h.(io.Closer); ok && !sameHandler(h, inner) {
 				st.closers = append(st.closers, c)
 			}
 		}
@@ -210,6 +211,14 @@ func (s *Server) buildState(cfg *config.L7, prev *state) (*state, error) {
 		}
 	}
 	return st, nil
+}
+
+// sameHandler reports whether a and b are the same pointer. Handlers of
+// other kinds are never the same, because == panics on some of them: on
+// an http.HandlerFunc, and on a struct that holds one in an interface.
+func sameHandler(a, b http.Handler) bool {
+	ta := reflect.TypeOf(a)
+	return ta != nil && ta == reflect.TypeOf(b) && ta.Kind() == reflect.Pointer && a == b
 }
 
 // close releases what st owns and next does not share.

@@ -52,7 +52,7 @@ func l7PolicyAfterCache(logger *slog.Logger, adm *admin.Server) []l7.Option {
 		key := func(p config.Policy) any { return p.Compress }
 		build := func(p config.Policy, next http.Handler) (http.Handler, []io.Closer, error) {
 			if p.Compress == nil {
-				return next, nil, nil
+				return nil, nil, nil
 			}
 			c, err := compress.New(p.Compress, compress.Options{
 				Route:      rt.Name,
@@ -108,8 +108,12 @@ func (rp *requestPolicies) middleware(cfg *config.L7, rt *config.Route, next htt
 
 // chain wraps next in the access rules, then the rate limit, then the
 // rewrites of p, so a denied request uses no rate-limit token and a limited
-// one is never redirected.
+// one is never redirected. It returns a nil handler when p has none of
+// these sections.
 func (rp *requestPolicies) chain(routeName string, p config.Policy, next http.Handler) (http.Handler, []io.Closer, error) {
+	if p.Access == nil && p.RateLimit == nil && p.Rewrite == nil {
+		return nil, nil, nil
+	}
 	h := next
 	if p.Rewrite != nil {
 		rw, err := rewrite.New(p.Rewrite, rewrite.Options{
@@ -203,17 +207,19 @@ func tlsState(r *http.Request) *tls.ConnectionState {
 
 // perListener returns the handler that runs, for each request on route rt,
 // the chain build made from the route's policy merged with the policy of
-// the listener that accepted the request. Listeners whose merged policies
-// have the same key share one chain. It returns next unchanged when no
-// listener gives the route a policy that build acts on, and otherwise a
-// handler whose Close releases what the chains hold (the server calls it
-// when a reload retires the route).
+// the listener that accepted the request. build returns a nil handler when
+// the policy has nothing for it, and the request then goes to next.
+// Listeners whose merged policies have the same key share one chain.
+// perListener returns next itself when build has nothing for any listener,
+// and otherwise a handler whose Close releases what the chains hold (the
+// server calls it when a reload retires the route).
 func perListener(cfg *config.L7, rt *config.Route, next http.Handler,
 	key func(config.Policy) any,
 	build func(config.Policy, http.Handler) (http.Handler, []io.Closer, error),
 ) (http.Handler, error) {
 	d := &listenerDispatch{chains: map[string]http.Handler{}}
 	built := map[any]http.Handler{}
+	applied := false
 	chainFor := func(p config.Policy) (http.Handler, error) {
 		k := key(p)
 		if h, ok := built[k]; ok {
@@ -224,6 +230,11 @@ func perListener(cfg *config.L7, rt *config.Route, next http.Handler,
 			return nil, err
 		}
 		d.closers = append(d.closers, closers...)
+		if h == nil {
+			h = next
+		} else {
+			applied = true
+		}
 		built[k] = h
 		return h, nil
 	}
@@ -247,12 +258,10 @@ func perListener(cfg *config.L7, rt *config.Route, next http.Handler,
 	}
 	d.fallback = fallback
 
-	for _, h := range built {
-		if h != next {
-			return d, nil
-		}
+	if !applied {
+		return next, nil
 	}
-	return next, nil
+	return d, nil
 }
 
 // listenerDispatch picks a route's policy chain by the listener that
