@@ -130,10 +130,10 @@ func TestL7PolicyFramingRejected(t *testing.T) {
 	}
 }
 
-// TestL7PolicyRequestLimits checks the listener limits on the real binary:
-// 414 for a long target or request line, 431 for too many or too large
-// headers, 413 for a declared or chunked body above max_body_bytes, and 408
-// for a client that stalls in its head or body.
+// TestL7PolicyRequestLimits checks the listener limits on the real binary.
+// A long target or request line gets 414, too many or too large headers
+// 431, and a declared or chunked body above max_body_bytes 413. A client
+// that stalls in its head or body gets 408.
 func TestL7PolicyRequestLimits(t *testing.T) {
 	backend := startRecordingBackend(t, "rec")
 	l7 := framingL7(t, backend.addr)

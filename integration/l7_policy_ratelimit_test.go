@@ -25,7 +25,7 @@ func clientFrom(local string) *http.Client {
 	}
 }
 
-// limitResult is one response as a rate-limit test sees it.
+// limitResult is the status and rate-limit headers of one response.
 type limitResult struct {
 	status     int
 	retryAfter string
@@ -137,7 +137,7 @@ access_log:
 		t.Errorf("127.0.0.2 got no 429 in 40 requests (varying X-Forwarded-For must not evade the limit)")
 	}
 	// A token bucket of 5 refilled at 10/s admits at most this many in the
-	// time the requests took; one more covers the refill in flight.
+	// time the requests took. The extra one covers a refill in flight.
 	maxAllowed := 5 + int(math.Ceil(elapsed.Seconds()*10)) + 1
 	if allowed > maxAllowed {
 		t.Errorf("127.0.0.2 got %d requests through in %s, want at most %d", allowed, elapsed, maxAllowed)

@@ -112,6 +112,7 @@ func TestL7PolicyRewriteAndAccess(t *testing.T) {
 		req.Host = "shop.example.test"
 		req.Header.Set("X-Remove-Me", "secret")
 		req.Header.Set("X-Route", "client-supplied")
+
 		resp, got := getEcho(t, denied, req)
 		if resp.StatusCode != http.StatusOK {
 			t.Fatalf("status %d, want 200", resp.StatusCode)
@@ -130,6 +131,7 @@ func TestL7PolicyRewriteAndAccess(t *testing.T) {
 		checkHeader("X-Request-Uri", "/v2/users?page=2")
 		checkHeader("X-Client", "203.0.113.7")
 		checkHeader("X-Remove-Me", "")
+
 		if v := resp.Header.Get("X-Served-By"); v != "tidegate" {
 			t.Errorf("response X-Served-By %q, want tidegate", v)
 		}
