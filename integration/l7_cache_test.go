@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -78,15 +79,17 @@ func (b *cacheBackend) lastHeader(path string) http.Header {
 // 127.0.0.1, with caching routes in front of one backend.
 type cacheL7 struct {
 	*l7Proc
-	addr    string
-	backend string
+	addr           string
+	backend        string
+	extraListeners string
 }
 
 // cacheConfig renders the configuration of a cacheL7. The first matching
 // route wins. /nocache/ does not cache, /cookies-stored/ stores responses
 // that set cookies (without Set-Cookie), and every other path caches with
-// the defaults.
-func cacheConfig(admin, listen, backend, maxSize string) string {
+// the defaults. extraListeners is YAML for more listeners, indented as list
+// items under "listeners:", or empty.
+func cacheConfig(admin, listen, backend, maxSize, extraListeners string) string {
 	return fmt.Sprintf(`admin:
   address: %s
   token: %s
@@ -99,6 +102,7 @@ l7:
       address: %s
       proxy_protocol:
         trusted: ["127.0.0.1/32"]
+%s
   routes:
     - name: nocache
       match: {path_prefix: /nocache/}
@@ -114,17 +118,19 @@ l7:
     - name: app
       backends:
         - address: %s
-`, admin, cacheAdminToken, maxSize, listen, backend)
+`, admin, cacheAdminToken, maxSize, listen, extraListeners, backend)
 }
 
-func startCacheL7(t *testing.T, backend string) *cacheL7 {
+// startCacheL7 runs an L7 with the configuration of [cacheConfig] and waits
+// until it is ready.
+func startCacheL7(t *testing.T, backend, extraListeners string) *cacheL7 {
 	t.Helper()
 	dir := t.TempDir()
 	admin, listen := freeAddr(t), freeAddr(t)
-	path := writeFile(t, dir, "l7.yaml", cacheConfig(admin, listen, backend, "32MiB"))
+	path := writeFile(t, dir, "l7.yaml", cacheConfig(admin, listen, backend, "32MiB", extraListeners))
 	p := startTidegate(t, "l7", "l7", "--config", path)
 	waitReady(t, admin)
-	return &cacheL7{l7Proc: &l7Proc{proc: p, admin: admin, config: path}, addr: listen, backend: backend}
+	return &cacheL7{l7Proc: &l7Proc{proc: p, admin: admin, config: path}, addr: listen, backend: backend, extraListeners: extraListeners}
 }
 
 // cacheResponse is what a client received, with the body read.
@@ -194,7 +200,7 @@ func TestL7CacheHitAgeGrows(t *testing.T) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		fmt.Fprint(w, "hello")
 	})
-	l := startCacheL7(t, backend.addr())
+	l := startCacheL7(t, backend.addr(), "")
 	c := l4Client(t, "198.51.100.20:40000", nil, "")
 
 	first := l.get(t, c, cacheHost, "/age", nil)
@@ -251,7 +257,7 @@ func TestL7CacheRevalidation304(t *testing.T) {
 		w.Header().Set("X-Version", "1")
 		fmt.Fprint(w, "payload")
 	})
-	l := startCacheL7(t, backend.addr())
+	l := startCacheL7(t, backend.addr(), "")
 	c := l4Client(t, "198.51.100.21:40000", nil, "")
 
 	first := l.get(t, c, cacheHost, "/doc", nil)
@@ -302,7 +308,7 @@ func TestL7CacheStaleIfError(t *testing.T) {
 		w.Header().Set("Cache-Control", "max-age=0, stale-if-error=60")
 		fmt.Fprint(w, "good")
 	})
-	l := startCacheL7(t, backend.addr())
+	l := startCacheL7(t, backend.addr(), "")
 	c := l4Client(t, "198.51.100.22:40000", nil, "")
 
 	first := l.get(t, c, cacheHost, "/fragile", nil)
@@ -352,7 +358,7 @@ func TestL7CacheCoalescesColdKey(t *testing.T) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		fmt.Fprint(w, "cold")
 	})
-	l := startCacheL7(t, backend.addr())
+	l := startCacheL7(t, backend.addr(), "")
 	c := l4Client(t, "198.51.100.23:40000", nil, "")
 
 	results := make(chan cacheResponse, clients)
@@ -427,7 +433,7 @@ func TestL7CacheAuthorizationNotShared(t *testing.T) {
 		}
 		fmt.Fprint(w, "anonymous")
 	})
-	l := startCacheL7(t, backend.addr())
+	l := startCacheL7(t, backend.addr(), "")
 	alice := l4Client(t, "198.51.100.24:40000", nil, "")
 	other := l4Client(t, "198.51.100.25:40000", nil, "")
 
@@ -476,7 +482,7 @@ func TestL7CacheSetCookieNotShared(t *testing.T) {
 		http.SetCookie(w, &http.Cookie{Name: "session", Value: "secret-" + strconv.Itoa(id)})
 		fmt.Fprint(w, "page")
 	})
-	l := startCacheL7(t, backend.addr())
+	l := startCacheL7(t, backend.addr(), "")
 	first := l4Client(t, "198.51.100.26:40000", nil, "")
 	second := l4Client(t, "198.51.100.27:40000", nil, "")
 
@@ -528,7 +534,7 @@ func TestL7CacheHostsSeparate(t *testing.T) {
 		}
 		fmt.Fprint(w, "site "+host)
 	})
-	l := startCacheL7(t, backend.addr())
+	l := startCacheL7(t, backend.addr(), "")
 	c := l4Client(t, "198.51.100.28:40000", nil, "")
 
 	hosts := []string{"a.example.test", "b.example.test"}
@@ -555,7 +561,7 @@ func TestL7CachePurge(t *testing.T) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		fmt.Fprint(w, "content")
 	})
-	l := startCacheL7(t, backend.addr())
+	l := startCacheL7(t, backend.addr(), "")
 	c := l4Client(t, "198.51.100.29:40000", nil, "")
 
 	for _, path := range []string{"/p/one", "/p/two"} {
@@ -628,7 +634,7 @@ func TestL7CacheStatusField(t *testing.T) {
 		}
 		fmt.Fprint(w, "x")
 	})
-	l := startCacheL7(t, backend.addr())
+	l := startCacheL7(t, backend.addr(), "")
 	c := l4Client(t, "198.51.100.30:40000", nil, "")
 
 	tests := []struct {
@@ -679,7 +685,7 @@ func TestL7CacheReloadKeepsEntries(t *testing.T) {
 		w.Header().Set("Cache-Control", "max-age=60")
 		fmt.Fprint(w, "kept")
 	})
-	l := startCacheL7(t, backend.addr())
+	l := startCacheL7(t, backend.addr(), "")
 	c := l4Client(t, "198.51.100.31:40000", nil, "")
 
 	l.get(t, c, cacheHost, "/keep", nil)
@@ -689,7 +695,7 @@ func TestL7CacheReloadKeepsEntries(t *testing.T) {
 
 	reload := func(maxSize string, reloads int) {
 		t.Helper()
-		writeFile(t, "", l.config, cacheConfig(l.admin, l.addr, l.backend, maxSize))
+		writeFile(t, "", l.config, cacheConfig(l.admin, l.addr, l.backend, maxSize, l.extraListeners))
 		if err := l.signal(syscall.SIGHUP); err != nil {
 			t.Fatalf("send SIGHUP: %v", err)
 		}
@@ -723,5 +729,83 @@ func TestL7CacheReloadKeepsEntries(t *testing.T) {
 	}
 	if strings.Contains(l.out.String(), "reload rejected") {
 		t.Errorf("a reload was rejected:\n%s", l.out.String())
+	}
+}
+
+// TestL7CacheSchemesSeparate checks that the same host and path over TLS and
+// over cleartext get their own entries, and that purging the https URL
+// leaves the http one.
+func TestL7CacheSchemesSeparate(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, pool := selfSignedCert(t, dir, "cache-", cacheHost)
+	tlsAddr := freeAddr(t)
+	backend := startCacheBackend(t, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "max-age=60")
+		fmt.Fprint(w, "scheme "+r.Header.Get("X-Forwarded-Proto"))
+	})
+	l := startCacheL7(t, backend.addr(), fmt.Sprintf(`    - name: tls
+      address: %s
+      proxy_protocol:
+        trusted: ["127.0.0.1/32"]
+      tls:
+        certificates:
+          - cert_file: %s
+            key_file: %s`, tlsAddr, certFile, keyFile))
+
+	// HTTP/1.1 over TLS is the case where a connection wrapper hides r.TLS.
+	tr := &http.Transport{
+		DialContext:     dialL4(t, "", "198.51.100.32:40000", ""),
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: cacheHost, NextProtos: []string{"http/1.1"}},
+	}
+	t.Cleanup(tr.CloseIdleConnections)
+	secure := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+	plain := l4Client(t, "198.51.100.33:40000", nil, "")
+
+	getTLS := func() cacheResponse {
+		t.Helper()
+		req := newRequest(t, http.MethodGet, "https://"+tlsAddr+"/scheme", nil)
+		req.Host = cacheHost
+		resp, err := secure.Do(req)
+		if err != nil {
+			t.Fatalf("GET over TLS: %v", err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("read body over TLS: %v", err)
+		}
+		return cacheResponse{status: resp.StatusCode, header: resp.Header, body: string(body)}
+	}
+
+	for round := range 2 {
+		wantHit := round == 1
+		s := getTLS()
+		if s.body != "scheme https" {
+			t.Errorf("round %d: https body = %q, want \"scheme https\"", round, s.body)
+		}
+		if s.hit() != wantHit {
+			t.Errorf("round %d: https Cache-Status = %q, want hit %v", round, s.cacheStatus(), wantHit)
+		}
+		p := l.get(t, plain, cacheHost, "/scheme", nil)
+		if p.body != "scheme http" {
+			t.Errorf("round %d: http body = %q, want \"scheme http\"", round, p.body)
+		}
+		if p.hit() != wantHit {
+			t.Errorf("round %d: http Cache-Status = %q, want hit %v", round, p.cacheStatus(), wantHit)
+		}
+	}
+	if n := backend.count("/scheme"); n != 2 {
+		t.Errorf("backend received %d requests for /scheme, want 2 (one per scheme)", n)
+	}
+
+	status, body := l.purge(t, http.MethodPost, url.Values{"url": {"https://" + cacheHost + "/scheme"}}, cacheAdminToken)
+	if status != http.StatusOK || !strings.Contains(body, `"purged":1`) {
+		t.Errorf("purge of the https URL = %d %q, want 200 and 1 entry", status, body)
+	}
+	if s := getTLS(); s.hit() {
+		t.Errorf("https after purge Cache-Status = %q, want a miss", s.cacheStatus())
+	}
+	if p := l.get(t, plain, cacheHost, "/scheme", nil); !p.hit() {
+		t.Errorf("http after purging https Cache-Status = %q, want a hit", p.cacheStatus())
 	}
 }
