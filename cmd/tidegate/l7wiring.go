@@ -46,7 +46,9 @@ func l7Options(f *config.File, logger *slog.Logger, adm *admin.Server) ([]l7.Opt
 	}
 
 	return []l7.Option{
+		// Access rules and rate limiting go here, before the cache.
 		l7.WithMiddleware("cache", c.middleware),
+		// Compression goes here, after the cache.
 	}, nil
 }
 
