@@ -44,8 +44,9 @@ func l7PolicyBeforeCache(logger *slog.Logger, adm *admin.Server) []l7.Option {
 }
 
 // l7PolicyAfterCache returns the L7 options for the policies that run after
-// the cache, between it and the upstream: compression. A cached response is
-// therefore stored uncompressed and compressed for each client.
+// the cache, between it and the upstream: compression. The cache therefore
+// stores compressed responses, one variant per content coding, because
+// compression adds Vary: Accept-Encoding.
 func l7PolicyAfterCache(logger *slog.Logger, adm *admin.Server) []l7.Option {
 	reg := policyRegisterer(adm)
 	return []l7.Option{l7.WithMiddleware("compress", func(cfg *config.L7, rt *config.Route, next http.Handler) (http.Handler, error) {
