@@ -41,8 +41,8 @@ type ListenerConnWrapper func(l *config.Listener, c net.Conn) net.Conn
 
 // PreRouting wraps the handler that routes a request. It runs for every
 // request on every listener, after the request ID is set and before the
-// route is chosen, so it can change what routing sees (the path, for
-// example) or respond without routing.
+// route is chosen, so it can change the request that routing matches (the
+// path, for example) or respond without routing.
 type PreRouting func(next http.Handler) http.Handler
 
 // Option configures [New].

@@ -2,13 +2,19 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
+	"github.com/tidegate/tidegate/l7"
 	"github.com/tidegate/tidegate/l7/conninfo"
 	"github.com/tidegate/tidegate/shared/config"
 )
@@ -207,5 +213,97 @@ func BenchmarkRequestNoPolicies(b *testing.B) {
 		r := httptest.NewRequest(http.MethodGet, "/api/items?x=1", nil)
 		r = r.WithContext(conninfo.NewContext(r.Context(), info))
 		h.ServeHTTP(w, r)
+	}
+}
+
+// TestL7OptionsPolicyOrder serves one caching route through a real
+// listener on 127.0.0.1 to show the order of l7Options. A cache hit carries
+// the stored gzip variant, so compression runs inside the cache, and the
+// rate limit still rejects a request the cache could serve, so it runs
+// outside the cache.
+func TestL7OptionsPolicyOrder(t *testing.T) {
+	var upstreamHits atomic.Int32
+	page := strings.Repeat("cached page ", 400)
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		upstreamHits.Add(1)
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Cache-Control", "max-age=60")
+		// NOTE: without Content-Length the compressor judges the minimum
+		// size by the first write before a flush, and the reverse proxy
+		// flushes every write of a body of unknown length.
+		w.Header().Set("Content-Length", fmt.Sprint(len(page)))
+		_, _ = io.WriteString(w, page)
+	}))
+	defer backend.Close()
+	f, err := config.Parse([]byte(fmt.Sprintf(`
+l7:
+  listeners:
+    - {name: web, address: "127.0.0.1:0"}
+  routes:
+    - name: pages
+      upstream: app
+      cache: {enabled: true}
+      policy:
+        rate_limit: {requests: 1, per: 1m, burst: 2}
+        compress: {encodings: [gzip]}
+  upstreams:
+    - {name: app, backends: [{address: %q}]}
+  access_log: {path: "off"}
+`, strings.TrimPrefix(backend.URL, "http://"))))
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := newL7(f, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := svc.(*l7.Server)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = srv.Drain(ctx)
+	}()
+	url := "http://" + srv.Addrs()["web"].String() + "/page"
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableCompression: true}}
+	defer client.CloseIdleConnections()
+
+	get := func() *http.Response {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+
+	first := get()
+	if first.StatusCode != http.StatusOK || first.Header.Get("Content-Encoding") != "gzip" {
+		t.Fatalf("first GET: status %d, Content-Encoding %q; want 200 and gzip", first.StatusCode, first.Header.Get("Content-Encoding"))
+	}
+	second := get()
+	if second.StatusCode != http.StatusOK {
+		t.Fatalf("second GET: status %d, want 200", second.StatusCode)
+	}
+	if cs := second.Header.Get("Cache-Status"); !strings.Contains(cs, "hit") {
+		t.Errorf("second GET Cache-Status %q, want a hit", cs)
+	}
+	if ce := second.Header.Get("Content-Encoding"); ce != "gzip" {
+		t.Errorf("cache hit Content-Encoding %q, want the stored gzip variant", ce)
+	}
+	if n := upstreamHits.Load(); n != 1 {
+		t.Errorf("upstream served %d requests, want 1", n)
+	}
+	if third := get(); third.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("third GET within the burst of 2: status %d, want 429 before the cache", third.StatusCode)
 	}
 }
