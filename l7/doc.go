@@ -68,6 +68,10 @@
 // request's access-log line (rate-limit result, rewritten path, redirect
 // location, fixed response, content encoding) through [LogFields].
 //
+// Listener settings: [ListenerConfig] returns the configuration of the
+// listener that received a request, for limits that a pre-routing wrapper
+// enforces.
+//
 // Connection details: package [conninfo] carries the real client address,
 // the TCP peer, the PROXY v2 unique ID, the listener name, and the TLS
 // version, SNI and ALPN in the request context. Middlewares call

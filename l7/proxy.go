@@ -21,6 +21,7 @@ import (
 	"github.com/tidegate/tidegate/l7/conninfo"
 	"github.com/tidegate/tidegate/l7/route"
 	"github.com/tidegate/tidegate/l7/upstream"
+	"github.com/tidegate/tidegate/shared/config"
 )
 
 // statusClientClosed is logged and counted, never sent, when the client
@@ -32,6 +33,11 @@ const statusClientClosed = 499
 func statusForError(r *http.Request, err error) int {
 	if r.Context().Err() != nil || errors.Is(err, context.Canceled) {
 		return statusClientClosed
+	}
+	// A request body cut off by http.MaxBytesReader (HTTP/2 body limits).
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return http.StatusRequestEntityTooLarge
 	}
 	if errors.Is(err, upstream.ErrOverloaded) {
 		return http.StatusServiceUnavailable
@@ -77,6 +83,16 @@ func stateFrom(ctx context.Context) *requestState {
 func LogFields(r *http.Request) *accesslog.PolicyFields {
 	if rs := stateFrom(r.Context()); rs != nil {
 		return &rs.policy
+	}
+	return nil
+}
+
+// ListenerConfig returns the configuration of the listener that received
+// r, as it was when r arrived, or nil when r is not served by a [Server].
+// The caller must not modify it.
+func ListenerConfig(r *http.Request) *config.Listener {
+	if rs := stateFrom(r.Context()); rs != nil {
+		return &rs.settings.cfg
 	}
 	return nil
 }

@@ -23,9 +23,10 @@ import (
 
 // l7PolicyBeforeCache returns the L7 options for the policies that run
 // before the cache. In request order these are the framing checks and
-// limits of inspect.WrapConn on each HTTP/1.x connection, inspect.Normalize
-// before routing, and then per route the access rules, the rate limit and
-// the rewrites. With adm nil the metrics go to a private registry.
+// limits of inspect.WrapConn on each HTTP/1.x connection, the body limit
+// of HTTP/2 requests and inspect.Normalize before routing, and then per
+// route the access rules, the rate limit and the rewrites. With adm nil
+// the metrics go to a private registry.
 func l7PolicyBeforeCache(logger *slog.Logger, adm *admin.Server) []l7.Option {
 	reg := policyRegisterer(adm)
 	rep := inspect.NewReporter(inspect.NewMetrics(reg), logger)
@@ -35,9 +36,13 @@ func l7PolicyBeforeCache(logger *slog.Logger, adm *admin.Server) []l7.Option {
 	normalize := func(next http.Handler) http.Handler {
 		return inspect.Normalize(rep, conninfo.ClientAddr, next)
 	}
+	bodyLimit := func(next http.Handler) http.Handler {
+		return limitHTTP2Body(rep, next)
+	}
 	rp := &requestPolicies{logger: logger, reg: reg, rep: rep}
 	return []l7.Option{
 		l7.WithListenerConnWrapper(wrap),
+		l7.WithPreRouting(bodyLimit),
 		l7.WithPreRouting(normalize),
 		l7.WithMiddleware("policy", rp.middleware),
 	}
@@ -71,6 +76,33 @@ func l7PolicyAfterCache(logger *slog.Logger, adm *admin.Server) []l7.Option {
 		}
 		return perListener(cfg, rt, next, key, build)
 	})}
+}
+
+// limitHTTP2Body applies the listener's max_body_bytes to HTTP/2 requests,
+// which inspect.WrapConn does not see. A declared Content-Length above the
+// limit gets 413 at once. A longer body without one is cut off at the
+// limit, and the proxy then responds 413 unless the upstream has already
+// started its response.
+//
+// NOTE: body_read_timeout and the other framing limits do not apply to
+// HTTP/2. net/http bounds its header block with max_header_bytes.
+func limitHTTP2Body(rep *inspect.Reporter, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lc := l7.ListenerConfig(r)
+		if r.ProtoMajor < 2 || lc == nil || lc.Limits.MaxBodyBytes <= 0 || r.Body == nil || r.Body == http.NoBody {
+			next.ServeHTTP(w, r)
+			return
+		}
+		limit := int64(lc.Limits.MaxBodyBytes)
+		if r.ContentLength > limit {
+			rej := inspect.Rejection{Status: http.StatusRequestEntityTooLarge, Reason: inspect.ReasonBodyTooLarge}
+			rep.ReportClient(rej, conninfo.ClientAddr(r))
+			http.Error(w, "413 Request Entity Too Large: "+rej.Reason, rej.Status)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, limit)
+		next.ServeHTTP(w, r)
+	})
 }
 
 func policyRegisterer(adm *admin.Server) prometheus.Registerer {
