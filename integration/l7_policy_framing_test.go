@@ -244,7 +244,7 @@ access_log:
 
 	// io.MultiReader hides the length, so the client streams the body
 	// without Content-Length. The proxy forwards the head and the first
-	// KiB before it can tell, so the backend sees a request whose body
+	// KiB before it can tell, so the backend receives a request whose body
 	// breaks off.
 	streamed := io.MultiReader(strings.NewReader(strings.Repeat("b", 600)), strings.NewReader(strings.Repeat("c", 600)))
 	if resp := post(streamed); resp.StatusCode != http.StatusRequestEntityTooLarge {

@@ -64,7 +64,7 @@ type requestState struct {
 	st       *state
 	settings *listenerSettings
 	route    *route.Route
-	// policy holds the access-log fields that policy middlewares fill in
+	// policy contains the access-log fields that policy middlewares fill in
 	// through [LogFields].
 	policy accesslog.PolicyFields
 }
