@@ -52,6 +52,12 @@ func l7PolicyBeforeCache(logger *slog.Logger, adm *admin.Server) []l7.Option {
 // the cache, between it and the upstream: compression. The cache therefore
 // stores compressed responses, one variant per content coding, because
 // compression adds Vary: Accept-Encoding.
+//
+// NOTE: httputil.ReverseProxy flushes after every write of a response
+// without Content-Length (Go 1.26), and the compressor sends a body
+// unencoded when it is below min_size at its first flush. A chunked
+// upstream response is therefore compressed only when the first read of
+// its body returns at least min_size bytes.
 func l7PolicyAfterCache(logger *slog.Logger, adm *admin.Server) []l7.Option {
 	reg := policyRegisterer(adm)
 	return []l7.Option{l7.WithMiddleware("compress", func(cfg *config.L7, rt *config.Route, next http.Handler) (http.Handler, error) {
