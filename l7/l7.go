@@ -117,6 +117,9 @@ func New(f *config.File, logger *slog.Logger, adm *admin.Server, opts ...Option)
 		s.listeners = append(s.listeners, newListener(s, ls))
 	}
 	s.state.Store(st)
+	if adm != nil {
+		registerStatus(adm, s, adm.Registry, s.logger)
+	}
 	return s, nil
 }
 
