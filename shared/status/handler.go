@@ -65,7 +65,7 @@ func Register(mux Mux, collect Collector, logger *slog.Logger) {
 			return
 		}
 		var buf bytes.Buffer
-		if err := page.Execute(&buf, pageData{Doc: doc, Problems: doc.Problems(), Refresh: RefreshSeconds}); err != nil {
+		if err := page.Execute(&buf, pageData{Doc: doc, Problems: doc.Problems(), Draining: doc.Draining(), Refresh: RefreshSeconds}); err != nil {
 			logger.Error("status page rendering failed", "err", err)
 			http.Error(w, "status page rendering failed", http.StatusInternalServerError)
 			return
@@ -97,6 +97,7 @@ func setSecurityHeaders(w http.ResponseWriter) {
 type pageData struct {
 	Doc      *Document
 	Problems []Problem
+	Draining []Problem
 	Refresh  int
 }
 

@@ -164,9 +164,10 @@ func (w Window) Seconds() float64 {
 }
 
 // Increase returns how much the counters called name and matching match
-// grew between the samples. A series that went down was reset (a pool
-// rebuilt by a reload), so its whole current value counts, as Prometheus's
-// increase() does; a series absent from the base counts from zero.
+// grew between the samples. A series that went down was reset, for
+// example by a reload that rebuilt a pool, so its whole current value
+// counts, as in Prometheus's increase(). A series absent from the base
+// counts from zero.
 func (w Window) Increase(name string, match map[string]string) (float64, bool) {
 	if w.Base == nil {
 		return 0, false
@@ -218,6 +219,7 @@ func (w Window) Quantile(q float64, name string, match map[string]string) *float
 		}
 		counts[le] += inc
 	}
+
 	bounds := make([]float64, 0, len(counts))
 	for le := range counts {
 		bounds = append(bounds, le)
@@ -230,6 +232,7 @@ func (w Window) Quantile(q float64, name string, match map[string]string) *float
 	if total <= 0 {
 		return nil
 	}
+
 	rank := q * total
 	prevBound, prevCount := 0.0, 0.0
 	for _, le := range bounds {

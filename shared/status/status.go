@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -83,8 +84,8 @@ type L7 struct {
 	Routes    []Route    `json:"routes"`
 	Upstreams []Upstream `json:"upstreams"`
 	// Cache and RateLimit list every tidegate_l7_cache_* and
-	// tidegate_l7_ratelimit_* series; they are empty when the binary has no
-	// cache or rate limiter or no route uses one.
+	// tidegate_l7_ratelimit_* series. They are empty when the binary has no
+	// cache or rate limiter, or when no route uses one.
 	Cache     []Counter `json:"cache"`
 	RateLimit []Counter `json:"rate_limit"`
 }
@@ -105,8 +106,8 @@ type Route struct {
 	Upstream    string   `json:"upstream"`
 	Requests    float64  `json:"requests_total"`
 	RequestRate *float64 `json:"request_rate,omitempty"` // per second
-	// ErrorRatio is the share of requests answered with a 5xx status over
-	// the rate window, from 0 to 1; absent when there were no requests.
+	// ErrorRatio is the share of responses with a 5xx status over the rate
+	// window, from 0 to 1. It is absent when there were no requests.
 	ErrorRatio *float64 `json:"error_ratio,omitempty"`
 }
 
@@ -154,11 +155,21 @@ type Problem struct {
 // Problems returns every real and backend that is down or ejected, in
 // document order. Draining ones are not problems: an operator chose that.
 func (d *Document) Problems() []Problem {
+	return d.inStates(StateDown, StateEjected)
+}
+
+// Draining returns every real and backend that is healthy but drained
+// (weight 0), in document order.
+func (d *Document) Draining() []Problem {
+	return d.inStates(StateDraining)
+}
+
+func (d *Document) inStates(states ...string) []Problem {
 	var out []Problem
 	if d.L4 != nil {
 		for _, v := range d.L4.VIPs {
 			for _, r := range v.Reals {
-				if r.State == StateDown {
+				if slices.Contains(states, r.State) {
 					out = append(out, Problem{Group: v.Name, Address: r.Address, State: r.State})
 				}
 			}
@@ -167,7 +178,7 @@ func (d *Document) Problems() []Problem {
 	if d.L7 != nil {
 		for _, u := range d.L7.Upstreams {
 			for _, b := range u.Backends {
-				if b.State == StateDown || b.State == StateEjected {
+				if slices.Contains(states, b.State) {
 					out = append(out, Problem{Group: u.Name, Address: b.Address, State: b.State})
 				}
 			}

@@ -7,8 +7,8 @@ import (
 	"text/tabwriter"
 )
 
-// WriteTable prints d as the compact tables of "tidegate status": one row
-// per real (L4) or backend (L7), with listeners and routes for an L7.
+// WriteTable prints d as compact text tables: one row per real for an L4,
+// and listeners, routes, upstreams and one row per backend for an L7.
 func WriteTable(w io.Writer, d *Document) error {
 	tw := tabwriter.NewWriter(w, 2, 8, 2, ' ', 0)
 	fmt.Fprintf(tw, "tidegate %s  generated %s  rate window %.1fs\n", d.Tier, d.Generated.UTC().Format("2006-01-02 15:04:05 UTC"), d.RateWindowSeconds)
@@ -25,9 +25,7 @@ func WriteTable(w io.Writer, d *Document) error {
 					formatBytes(r.BytesIn), formatBytes(r.BytesOut), r.LastError)
 			}
 		}
-		for _, c := range l4.XDP {
-			fmt.Fprintf(tw, "xdp\t%s\t%s\t%s\n", c.Name, formatLabels(c.Labels), formatCount(c.Value))
-		}
+		writeCounters(tw, l4.XDP)
 	}
 	if l7 := d.L7; l7 != nil {
 		fmt.Fprintln(tw)
@@ -41,16 +39,20 @@ func WriteTable(w io.Writer, d *Document) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, r.Upstream, formatRate(r.RequestRate), formatPercent(r.ErrorRatio), r.Match)
 		}
 		fmt.Fprintln(tw)
-		fmt.Fprintln(tw, "UPSTREAM\tBACKEND\tSTATE\tWEIGHT\tIN FLIGHT\tCONNS\tREQ/S\tP50\tP99")
+		fmt.Fprintln(tw, "UPSTREAM\tBALANCE\tREQ/S\tP50\tP90\tP99")
+		for _, u := range l7.Upstreams {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", u.Name, u.Balance, formatRate(u.RequestRate),
+				formatSeconds(u.LatencyP50), formatSeconds(u.LatencyP90), formatSeconds(u.LatencyP99))
+		}
+		fmt.Fprintln(tw)
+		fmt.Fprintln(tw, "UPSTREAM\tBACKEND\tSTATE\tWEIGHT\tIN FLIGHT\tCONNS\tEJECTIONS")
 		for _, u := range l7.Upstreams {
 			for _, b := range u.Backends {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%s\t%s\t%s\n", u.Name, b.Address, strings.ToUpper(b.State),
-					b.Weight, b.InFlight, b.Connections, formatRate(u.RequestRate), formatSeconds(u.LatencyP50), formatSeconds(u.LatencyP99))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", u.Name, b.Address, strings.ToUpper(b.State),
+					b.Weight, b.InFlight, b.Connections, b.Ejections)
 			}
 		}
-		for _, c := range append(append([]Counter{}, l7.Cache...), l7.RateLimit...) {
-			fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Name, formatLabels(c.Labels), formatCount(c.Value))
-		}
+		writeCounters(tw, append(append([]Counter{}, l7.Cache...), l7.RateLimit...))
 	}
 	if probs := d.Problems(); len(probs) > 0 {
 		fmt.Fprintln(tw)
@@ -59,4 +61,15 @@ func WriteTable(w io.Writer, d *Document) error {
 		}
 	}
 	return tw.Flush()
+}
+
+func writeCounters(w io.Writer, counters []Counter) {
+	if len(counters) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "SERIES\tLABELS\tVALUE\tRATE")
+	for _, c := range counters {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", c.Name, formatLabels(c.Labels), formatCount(c.Value), formatRate(c.Rate))
+	}
 }
