@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/tidegate/tidegate/shared/status"
 )
 
 // newBrowser starts headless Chromium with a fresh profile and no network
@@ -64,16 +67,16 @@ func newBrowser(t *testing.T) context.Context {
 	return ctx
 }
 
-// run runs actions in the tab with a deadline, failing the test with what
-// it was waiting for.
-func run(t *testing.T, ctx context.Context, what string, within time.Duration, actions ...chromedp.Action) {
+// runStep runs actions in the tab with a deadline, failing the test with
+// the step's description and the page content.
+func runStep(t *testing.T, ctx context.Context, step string, within time.Duration, actions ...chromedp.Action) {
 	t.Helper()
 	stepCtx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	if err := chromedp.Run(stepCtx, actions...); err != nil {
 		var html string
 		_ = chromedp.Run(ctx, chromedp.OuterHTML("#content", &html, chromedp.ByQuery))
-		t.Fatalf("%s: %v\npage content:\n%s", what, err, html)
+		t.Fatalf("%s: %v\npage content:\n%s", step, err, html)
 	}
 }
 
@@ -81,7 +84,7 @@ func run(t *testing.T, ctx context.Context, what string, within time.Duration, a
 func saveScreenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	var png []byte
-	run(t, ctx, "screenshot "+name, 20*time.Second, chromedp.FullScreenshot(&png, 100))
+	runStep(t, ctx, "screenshot "+name, 20*time.Second, chromedp.FullScreenshot(&png, 100))
 	if !bytes.HasPrefix(png, []byte("\x89PNG")) {
 		t.Fatalf("screenshot %s is not a PNG", name)
 	}
@@ -104,7 +107,7 @@ func TestStatusPageL7BackendDownAndUp(t *testing.T) {
 		return fmt.Sprintf(`#content tr.row-%s[data-backend="%s"]`, state, addr)
 	}
 
-	run(t, ctx, "open the L7 status page", 20*time.Second,
+	runStep(t, ctx, "open the L7 status page", 20*time.Second,
 		chromedp.Navigate("http://"+admin+"/status"),
 		chromedp.WaitVisible(row(s.backendAddrs[0], "up"), chromedp.ByQuery),
 		chromedp.WaitVisible(row(s.backendAddrs[1], "up"), chromedp.ByQuery),
@@ -115,7 +118,7 @@ func TestStatusPageL7BackendDownAndUp(t *testing.T) {
 	s.backends[1].stop(5 * time.Second)
 	waitTCPClosed(t, s.backendAddrs[1])
 	var summary string
-	run(t, ctx, "page shows the stopped backend down", 20*time.Second,
+	runStep(t, ctx, "page shows the stopped backend down", 20*time.Second,
 		chromedp.WaitVisible(row(s.backendAddrs[1], "down"), chromedp.ByQuery),
 		chromedp.WaitVisible("#summary.banner-down", chromedp.ByQuery),
 		chromedp.Text("#summary", &summary, chromedp.ByQuery),
@@ -123,12 +126,12 @@ func TestStatusPageL7BackendDownAndUp(t *testing.T) {
 	if want := "echo / " + s.backendAddrs[1] + " (down)"; !strings.Contains(summary, want) {
 		t.Errorf("summary %q does not name %q", summary, want)
 	}
-	run(t, ctx, "other backend stays up", 5*time.Second,
+	runStep(t, ctx, "other backend stays up", 5*time.Second,
 		chromedp.WaitVisible(row(s.backendAddrs[0], "up"), chromedp.ByQuery))
 	// Requests keep flowing to the healthy backend, so the page has
 	// request rates and latencies to show in the screenshot.
 	s.get(t, 20)
-	run(t, ctx, "page shows latency percentiles", 20*time.Second,
+	runStep(t, ctx, "page shows latency percentiles", 20*time.Second,
 		chromedp.WaitVisible(`#content #upstream-echo`, chromedp.ByQuery),
 		chromedp.Poll(`!document.querySelector('#upstream-echo .facts').textContent.includes('p50 –')`, nil,
 			chromedp.WithPollingTimeout(15*time.Second)),
@@ -137,7 +140,7 @@ func TestStatusPageL7BackendDownAndUp(t *testing.T) {
 	assertStatusCommand(t, admin, 1, "DOWN: echo "+s.backendAddrs[1])
 
 	s.backends[1] = startBackend(t, 1, s.backendAddrs[1])
-	run(t, ctx, "page shows the backend up again", 20*time.Second,
+	runStep(t, ctx, "page shows the backend up again", 20*time.Second,
 		chromedp.WaitVisible(row(s.backendAddrs[1], "up"), chromedp.ByQuery),
 		chromedp.WaitVisible("#summary.banner-ok", chromedp.ByQuery),
 	)
@@ -172,7 +175,7 @@ func TestStatusPageL4DrainButton(t *testing.T) {
 		t.Fatalf("real %s got no connection of 40 before the drain", other)
 	}
 
-	run(t, ctx, "open the L4 status page", 20*time.Second,
+	runStep(t, ctx, "open the L4 status page", 20*time.Second,
 		chromedp.Navigate("http://"+s.l4Admin+"/status"),
 		chromedp.WaitVisible(row(drained, "up"), chromedp.ByQuery),
 		chromedp.WaitVisible(row(other, "up"), chromedp.ByQuery),
@@ -180,7 +183,7 @@ func TestStatusPageL4DrainButton(t *testing.T) {
 
 	// Without the token the L4 returns 401 and the page shows an error.
 	var message string
-	run(t, ctx, "drain without a token is refused", 20*time.Second,
+	runStep(t, ctx, "drain without a token is refused", 20*time.Second,
 		chromedp.Click(button(drained), chromedp.ByQuery),
 		chromedp.WaitVisible("#message.error", chromedp.ByQuery),
 		chromedp.Text("#message", &message, chromedp.ByQuery),
@@ -192,14 +195,14 @@ func TestStatusPageL4DrainButton(t *testing.T) {
 		t.Fatalf("weight after a refused drain = %d, want 1", w)
 	}
 
-	run(t, ctx, "enter the token and drain", 20*time.Second,
+	runStep(t, ctx, "enter the token and drain", 20*time.Second,
 		chromedp.SendKeys("#token", statusToken, chromedp.ByQuery),
 		chromedp.Click(`#token-form button[type="submit"]`, chromedp.ByQuery),
 		chromedp.Click(button(drained), chromedp.ByQuery),
 		chromedp.WaitVisible(row(drained, "draining"), chromedp.ByQuery),
 	)
 	var html string
-	run(t, ctx, "read the page", 5*time.Second, chromedp.OuterHTML("html", &html, chromedp.ByQuery))
+	runStep(t, ctx, "read the page", 5*time.Second, chromedp.OuterHTML("html", &html, chromedp.ByQuery))
 	if strings.Contains(html, statusToken) {
 		t.Errorf("the page's HTML contains the admin token")
 	}
@@ -217,7 +220,7 @@ func TestStatusPageL4DrainButton(t *testing.T) {
 	}
 	saveScreenshot(t, ctx, "l4-real-draining.png")
 
-	run(t, ctx, "undrain", 20*time.Second,
+	runStep(t, ctx, "undrain", 20*time.Second,
 		chromedp.Click(button(drained), chromedp.ByQuery),
 		chromedp.WaitVisible(row(drained, "up"), chromedp.ByQuery),
 	)
@@ -229,6 +232,46 @@ func TestStatusPageL4DrainButton(t *testing.T) {
 	if got := l7Conns(0) - before0; got == 0 {
 		t.Errorf("undrained real %s got no connection of 40", drained)
 	}
+
+	// The page's connection counts come from the L4's own counters; each
+	// must equal what the L7 node behind that real accepted.
+	doc := fetchStatusJSON(t, s.l4Admin)
+	for i, addr := range s.l7Addrs {
+		var real *status.Real
+		for j := range doc.L4.VIPs[0].Reals {
+			if doc.L4.VIPs[0].Reals[j].Address == addr {
+				real = &doc.L4.VIPs[0].Reals[j]
+			}
+		}
+		if real == nil {
+			t.Fatalf("real %s missing from /status.json", addr)
+		}
+		if want := l7Conns(i); real.Connections != want {
+			t.Errorf("real %s: /status.json counts %v connections, the L7 node accepted %v", addr, real.Connections, want)
+		}
+		if real.BytesIn == 0 || real.BytesOut == 0 {
+			t.Errorf("real %s: bytes in %v, out %v, want both above 0", addr, real.BytesIn, real.BytesOut)
+		}
+	}
+}
+
+// fetchStatusJSON reads and parses an admin listener's /status.json.
+func fetchStatusJSON(t *testing.T, admin string) *status.Document {
+	t.Helper()
+	resp, err := http.Get("http://" + admin + "/status.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := status.Parse(body)
+	if err != nil {
+		t.Fatalf("parse /status.json of %s: %v", admin, err)
+	}
+	return doc
 }
 
 // TestStatusWeightRejectsCrossOrigin sends the weight POST as a browser on
