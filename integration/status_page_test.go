@@ -145,6 +145,40 @@ func TestStatusPageL7BackendDownAndUp(t *testing.T) {
 		chromedp.WaitVisible("#summary.banner-ok", chromedp.ByQuery),
 	)
 	assertStatusCommand(t, admin, 0, "UP")
+
+	// The L7 has no admin token here, so the drain button works at once.
+	button := fmt.Sprintf(`#content tr[data-backend="%s"] button[data-action="drain"]`, s.backendAddrs[0])
+	runStep(t, ctx, "drain a backend from the page", 20*time.Second,
+		chromedp.Click(button, chromedp.ByQuery),
+		chromedp.WaitVisible(row(s.backendAddrs[0], "draining"), chromedp.ByQuery),
+		chromedp.WaitVisible("#draining", chromedp.ByQuery),
+	)
+	if got := backendStateOf(t, admin, s.backendAddrs[0]); got != "draining" {
+		t.Errorf("/status.json state of the drained backend = %q, want draining", got)
+	}
+	saveScreenshot(t, ctx, "l7-backend-draining.png")
+	runStep(t, ctx, "undrain the backend from the page", 20*time.Second,
+		chromedp.Click(button, chromedp.ByQuery),
+		chromedp.WaitVisible(row(s.backendAddrs[0], "up"), chromedp.ByQuery),
+	)
+	if got := backendStateOf(t, admin, s.backendAddrs[0]); got != "up" {
+		t.Errorf("/status.json state of the undrained backend = %q, want up", got)
+	}
+}
+
+// backendStateOf returns a backend's state from an L7's /status.json.
+func backendStateOf(t *testing.T, admin, addr string) string {
+	t.Helper()
+	doc := fetchStatusJSON(t, admin)
+	for _, u := range doc.L7.Upstreams {
+		for _, b := range u.Backends {
+			if b.Address == addr {
+				return b.State
+			}
+		}
+	}
+	t.Fatalf("backend %s not in /status.json of %s", addr, admin)
+	return ""
 }
 
 // TestStatusPageL4DrainButton drains a real with the page's button and

@@ -119,6 +119,7 @@ func New(f *config.File, logger *slog.Logger, adm *admin.Server, opts ...Option)
 	s.state.Store(st)
 	if adm != nil {
 		registerStatus(adm, s, adm.Registry, s.logger)
+		registerDrain(adm, s, s.logger)
 	}
 	return s, nil
 }
@@ -260,6 +261,7 @@ func (s *Server) Reload(f *config.File) error {
 	if err != nil {
 		return err
 	}
+	carryDrains(prev, st)
 
 	for _, p := range st.pools {
 		p.Start()

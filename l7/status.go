@@ -37,7 +37,6 @@ func (c *statusCollector) collect() (*status.Document, error) {
 	out := &status.L7{
 		Listeners: []status.Listener{},
 		Routes:    []status.Route{},
-		Upstreams: []status.Upstream{},
 		Cache:     status.Counters(w, "tidegate_l7_cache_"),
 		RateLimit: status.Counters(w, "tidegate_l7_ratelimit_"),
 	}
@@ -55,17 +54,24 @@ func (c *statusCollector) collect() (*status.Document, error) {
 	for _, rc := range st.cfg.Routes {
 		out.Routes = append(out.Routes, routeStatus(rc, w))
 	}
-	for _, uc := range st.cfg.Upstreams {
-		if pool := st.pools[uc.Name]; pool != nil {
-			out.Upstreams = append(out.Upstreams, upstreamStatus(uc, pool, w))
-		}
-	}
+	out.Upstreams = c.upstreamsIn(st, w)
 	return &status.Document{
 		Tier:              "l7",
 		Generated:         time.Now(),
 		RateWindowSeconds: w.Seconds(),
 		L7:                out,
 	}, nil
+}
+
+// upstreamsIn reports the pools of st in configuration order.
+func (c *statusCollector) upstreamsIn(st *state, w status.Window) []status.Upstream {
+	out := []status.Upstream{}
+	for _, uc := range st.cfg.Upstreams {
+		if pool := st.pools[uc.Name]; pool != nil {
+			out = append(out, upstreamStatus(uc, pool, w))
+		}
+	}
+	return out
 }
 
 func routeStatus(rc config.Route, w status.Window) status.Route {
@@ -107,18 +113,23 @@ func upstreamStatus(uc config.Upstream, pool *upstream.Pool, w status.Window) st
 	}
 	backends := pool.Backends()
 	for i, bs := range pool.Stats() {
-		out.Backends = append(out.Backends, status.Backend{
-			Address:     bs.Addr,
-			State:       backendState(bs, backends[i].Weight),
-			Healthy:     bs.Healthy,
-			Ejected:     bs.Ejected,
-			Weight:      backends[i].Weight,
-			InFlight:    bs.InFlight,
-			Connections: bs.Conns,
-			Ejections:   bs.Ejections,
-		})
+		out.Backends = append(out.Backends, backendStatus(bs, backends[i].Weight))
 	}
 	return out
+}
+
+func backendStatus(bs upstream.Stats, weight int) status.Backend {
+	return status.Backend{
+		Address:     bs.Addr,
+		State:       backendState(bs, weight),
+		Healthy:     bs.Healthy,
+		Ejected:     bs.Ejected,
+		Draining:    bs.Draining,
+		Weight:      weight,
+		InFlight:    bs.InFlight,
+		Connections: bs.Conns,
+		Ejections:   bs.Ejections,
+	}
 }
 
 func backendState(bs upstream.Stats, weight int) string {
@@ -127,7 +138,7 @@ func backendState(bs upstream.Stats, weight int) string {
 		return status.StateDown
 	case bs.Ejected:
 		return status.StateEjected
-	case weight == 0:
+	case weight == 0, bs.Draining:
 		return status.StateDraining
 	default:
 		return status.StateUp

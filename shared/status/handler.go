@@ -33,9 +33,10 @@ const RefreshSeconds = 2
 // page's embedded assets under GET /status/assets/ to mux.
 //
 // The page itself changes nothing. Its drain buttons call the tier's own
-// mutating admin endpoints (for the L4, POST
-// /vips/{vip}/reals/{real}/weight), which carry the token check and the
-// cross-origin protection of the admin server.
+// mutating admin endpoints (POST /vips/{vip}/reals/{real}/weight on an L4,
+// POST /upstreams/{upstream}/backends/{backend}/drain on an L7), which
+// carry the token check and the cross-origin protection of the admin
+// server.
 func Register(mux Mux, collect Collector, logger *slog.Logger) {
 	page := template.Must(template.New("status.html").Funcs(templateFuncs).ParseFS(assets, "assets/status.html"))
 	static, err := fs.Sub(assets, "assets")

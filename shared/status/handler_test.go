@@ -50,6 +50,7 @@ func sampleL7() *Document {
 				Backends: []Backend{
 					{Address: "127.0.0.1:7001", State: StateUp, Healthy: true, Weight: 1},
 					{Address: "127.0.0.1:7002", State: StateEjected, Healthy: true, Ejected: true, Weight: 1, Ejections: 1},
+					{Address: "127.0.0.1:7003", State: StateDraining, Healthy: true, Draining: true, Weight: 1},
 				},
 			}},
 			Cache:     []Counter{{Name: "tidegate_l7_cache_hits_total", Value: 4, Rate: ptr(1)}},
@@ -119,8 +120,16 @@ func TestPageL7Sections(t *testing.T) {
 			t.Errorf("page lacks %q", want)
 		}
 	}
-	if strings.Contains(body, `id="token-form"`) {
-		t.Errorf("L7 page has the token form, but it has no buttons that need one")
+	// Backends in rotation get a Drain button and drained ones Undrain.
+	for _, want := range []string{
+		`data-action="drain" data-upstream="echo" data-backend="127.0.0.1:7001" data-drain="true">Drain</button>`,
+		`data-action="drain" data-upstream="echo" data-backend="127.0.0.1:7003" data-drain="false">Undrain</button>`,
+		`<tr class="row-draining" data-backend="127.0.0.1:7003">`,
+		`id="token-form"`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("page lacks %q", want)
+		}
 	}
 }
 

@@ -131,6 +131,7 @@ type Backend struct {
 	State       string `json:"state"`
 	Healthy     bool   `json:"healthy"`
 	Ejected     bool   `json:"ejected"`
+	Draining    bool   `json:"draining"` // drained through the admin API
 	Weight      int    `json:"weight"`
 	InFlight    int64  `json:"in_flight"`
 	Connections int64  `json:"connections"`

@@ -74,21 +74,41 @@
       });
   }
 
-  function setWeight(button) {
-    var vip = button.getAttribute('data-vip');
-    var real = button.getAttribute('data-real');
-    var weight = parseInt(button.getAttribute('data-weight'), 10);
+  // change describes the admin request behind an action button: the L4's
+  // weight endpoint or the L7's drain endpoint.
+  function change(button) {
+    if (button.getAttribute('data-action') === 'weight') {
+      var vip = button.getAttribute('data-vip');
+      var real = button.getAttribute('data-real');
+      var weight = parseInt(button.getAttribute('data-weight'), 10);
+      return {
+        url: '/vips/' + encodeURIComponent(vip) + '/reals/' + encodeURIComponent(real) + '/weight',
+        body: { weight: weight },
+        done: 'Weight of ' + real + ' on ' + vip + ' set to ' + weight + (weight === 0 ? ' (draining).' : '.')
+      };
+    }
+    var upstream = button.getAttribute('data-upstream');
+    var backend = button.getAttribute('data-backend');
+    var drain = button.getAttribute('data-drain') === 'true';
+    return {
+      url: '/upstreams/' + encodeURIComponent(upstream) + '/backends/' + encodeURIComponent(backend) + '/drain',
+      body: { drain: drain },
+      done: 'Backend ' + backend + ' of ' + upstream + (drain ? ' is draining.' : ' is back in rotation.')
+    };
+  }
+
+  function send(button) {
+    var req = change(button);
     var headers = { 'Content-Type': 'application/json' };
     var token = readToken();
     if (token) {
       headers.Authorization = 'Bearer ' + token;
     }
     button.disabled = true;
-    var url = '/vips/' + encodeURIComponent(vip) + '/reals/' + encodeURIComponent(real) + '/weight';
-    fetch(url, {
+    fetch(req.url, {
       method: 'POST',
       headers: headers,
-      body: JSON.stringify({ weight: weight }),
+      body: JSON.stringify(req.body),
       credentials: 'same-origin',
       cache: 'no-store'
     })
@@ -101,11 +121,11 @@
           if (!resp.ok) {
             throw new Error(body.trim() || 'HTTP ' + resp.status);
           }
-          say('Weight of ' + real + ' on ' + vip + ' set to ' + weight + (weight === 0 ? ' (draining).' : '.'), false);
+          say(req.done, false);
         });
       })
       .catch(function (err) {
-        say('Weight change failed: ' + err.message, true);
+        say('Change failed: ' + err.message, true);
       })
       .then(function () {
         button.disabled = false;
@@ -123,9 +143,9 @@
 
   document.addEventListener('click', function (ev) {
     var target = ev.target;
-    var button = target && target.closest ? target.closest('button[data-action="weight"]') : null;
+    var button = target && target.closest ? target.closest('button[data-action]') : null;
     if (button && !button.disabled) {
-      setWeight(button);
+      send(button);
     }
   });
 
