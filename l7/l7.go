@@ -262,6 +262,7 @@ func (s *Server) Reload(f *config.File) error {
 		return err
 	}
 	carryDrains(prev, st)
+	s.metrics.backends.forget(prev, st)
 
 	for _, p := range st.pools {
 		p.Start()

@@ -128,6 +128,9 @@ func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs 
 	}
 	s := l.server
 	s.metrics.observeRequest(routeName, rs.upstream, r.Method, status, elapsed)
+	if rs.attempt.Backend != "" {
+		s.metrics.backends.observe(rs.upstream, rs.attempt.Backend, status, elapsed)
+	}
 	if rs.attempt.Retries > 0 {
 		s.metrics.retries.WithLabelValues(rs.upstream).Add(float64(rs.attempt.Retries))
 	}

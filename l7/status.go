@@ -113,9 +113,26 @@ func upstreamStatus(uc config.Upstream, pool *upstream.Pool, w status.Window) st
 	}
 	backends := pool.Backends()
 	for i, bs := range pool.Stats() {
-		out.Backends = append(out.Backends, backendStatus(bs, backends[i].Weight))
+		b := backendStatus(bs, backends[i].Weight)
+		addBackendRequests(&b, uc.Name, w)
+		out.Backends = append(out.Backends, b)
 	}
 	return out
+}
+
+// addBackendRequests fills in the request figures of one backend.
+func addBackendRequests(b *status.Backend, upstream string, w status.Window) {
+	const requests, latency = "tidegate_l7_backend_requests_total", "tidegate_l7_backend_request_duration_seconds"
+	byBackend := map[string]string{"upstream": upstream, "backend": b.Address}
+	b.RequestRate = w.Rate(requests, byBackend)
+	all, ok := w.Increase(requests, byBackend)
+	if ok && all > 0 {
+		errs, _ := w.Increase(requests, map[string]string{"upstream": upstream, "backend": b.Address, "status_class": "5xx"})
+		ratio := errs / all
+		b.ErrorRatio = &ratio
+	}
+	b.LatencyP50 = w.Quantile(0.5, latency, byBackend)
+	b.LatencyP99 = w.Quantile(0.99, latency, byBackend)
 }
 
 func backendStatus(bs upstream.Stats, weight int) status.Backend {

@@ -61,6 +61,7 @@ func FuzzParseDrain(f *testing.F) {
 // 127.0.0.1, served through its admin listener and one HTTP listener.
 type drainTestServer struct {
 	s        *Server
+	adm      *admin.Server
 	admin    string
 	listener string
 	backends []string
@@ -100,6 +101,7 @@ l7:
 	}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	adm := admin.New(token, false, logger)
+	d.adm = adm
 	d.s, err = New(f, logger, adm)
 	if err != nil {
 		t.Fatal(err)
@@ -245,5 +247,61 @@ func TestDrainEndpointErrors(t *testing.T) {
 	}
 	if got := d.backendState(t, d.backends[0]); got != status.StateUp {
 		t.Errorf("state after rejected requests = %q, want up", got)
+	}
+}
+
+func TestBackendMetricsPerBackend(t *testing.T) {
+	d := newDrainTestServer(t, "")
+	c := &statusCollector{s: d.s, sampler: status.NewSampler(d.adm.Registry)}
+	if _, err := c.collect(); err != nil {
+		t.Fatal(err)
+	}
+	d.get(t, 10)
+	doc, err := c.collect()
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	var served float64
+	for _, b := range doc.L7.Upstreams[0].Backends {
+		if b.RequestRate == nil || *b.RequestRate == 0 {
+			t.Errorf("backend %s: request rate %v, want above 0 after round-robin requests", b.Address, b.RequestRate)
+			continue
+		}
+		served += *b.RequestRate * doc.RateWindowSeconds
+		if b.ErrorRatio == nil || *b.ErrorRatio != 0 {
+			t.Errorf("backend %s: error ratio %v, want 0", b.Address, b.ErrorRatio)
+		}
+		if b.LatencyP50 == nil || b.LatencyP99 == nil {
+			t.Errorf("backend %s: latency p50 %v p99 %v, want both", b.Address, b.LatencyP50, b.LatencyP99)
+		}
+	}
+	if served < 9.99 || served > 10.01 {
+		t.Errorf("backends served %v requests in the window, want 10", served)
+	}
+
+	// A reload that removes a backend removes its series.
+	f, err := config.Parse([]byte(strings.Replace(d.config, "        - address: "+d.backends[1]+"\n", "", 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.s.Reload(f); err != nil {
+		t.Fatal(err)
+	}
+	families, err := d.adm.Registry.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range families {
+		if !strings.HasPrefix(mf.GetName(), "tidegate_l7_backend_request") {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if lp.GetName() == "backend" && lp.GetValue() == d.backends[1] {
+					t.Errorf("%s still has a series for the removed backend %s", mf.GetName(), d.backends[1])
+				}
+			}
+		}
 	}
 }

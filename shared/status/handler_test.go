@@ -48,7 +48,7 @@ func sampleL7() *Document {
 			Upstreams: []Upstream{{
 				Name: "echo", Balance: "round_robin", RequestRate: ptr(5), LatencyP50: ptr(0.0021), LatencyP99: ptr(0.5),
 				Backends: []Backend{
-					{Address: "127.0.0.1:7001", State: StateUp, Healthy: true, Weight: 1},
+					{Address: "127.0.0.1:7001", State: StateUp, Healthy: true, Weight: 1, RequestRate: ptr(3), ErrorRatio: ptr(0.25), LatencyP50: ptr(0.004), LatencyP99: ptr(1.5)},
 					{Address: "127.0.0.1:7002", State: StateEjected, Healthy: true, Ejected: true, Weight: 1, Ejections: 1},
 					{Address: "127.0.0.1:7003", State: StateDraining, Healthy: true, Draining: true, Weight: 1},
 				},
@@ -111,6 +111,7 @@ func TestPageL7Sections(t *testing.T) {
 		`p50 <b>2.1ms</b>`,
 		`p99 <b>500.0ms</b>`,
 		`p90 <b>–</b>`,
+		`<td class="num">3/s</td><td class="num">25.0%</td><td class="num">4.0ms</td><td class="num">1.50s</td>`,
 		`10.0%`,
 		`tidegate_l7_cache_hits_total`,
 		`No rate-limit figures`,

@@ -136,6 +136,13 @@ type Backend struct {
 	InFlight    int64  `json:"in_flight"`
 	Connections int64  `json:"connections"`
 	Ejections   uint64 `json:"ejections_total"`
+	// Request figures over the rate window for requests this backend
+	// served, from the tidegate_l7_backend_request* series. They are
+	// absent like the upstream's when there is no base sample or request.
+	RequestRate *float64 `json:"request_rate,omitempty"`
+	ErrorRatio  *float64 `json:"error_ratio,omitempty"`
+	LatencyP50  *float64 `json:"latency_p50_seconds,omitempty"`
+	LatencyP99  *float64 `json:"latency_p99_seconds,omitempty"`
 }
 
 // Counter is one Prometheus series shown as it is.

@@ -45,11 +45,12 @@ func WriteTable(w io.Writer, d *Document) error {
 				formatSeconds(u.LatencyP50), formatSeconds(u.LatencyP90), formatSeconds(u.LatencyP99))
 		}
 		fmt.Fprintln(tw)
-		fmt.Fprintln(tw, "UPSTREAM\tBACKEND\tSTATE\tWEIGHT\tIN FLIGHT\tCONNS\tEJECTIONS")
+		fmt.Fprintln(tw, "UPSTREAM\tBACKEND\tSTATE\tWEIGHT\tREQ/S\t5XX\tP50\tP99\tIN FLIGHT\tCONNS\tEJECTIONS")
 		for _, u := range l7.Upstreams {
 			for _, b := range u.Backends {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\t%d\t%d\n", u.Name, b.Address, strings.ToUpper(b.State),
-					b.Weight, b.InFlight, b.Connections, b.Ejections)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%s\t%s\t%d\t%d\t%d\n", u.Name, b.Address, strings.ToUpper(b.State),
+					b.Weight, formatRate(b.RequestRate), formatPercent(b.ErrorRatio), formatSeconds(b.LatencyP50), formatSeconds(b.LatencyP99),
+					b.InFlight, b.Connections, b.Ejections)
 			}
 		}
 		writeCounters(tw, append(append([]Counter{}, l7.Cache...), l7.RateLimit...))
