@@ -55,6 +55,7 @@ func (c *statusCollector) collect() (*status.Document, error) {
 		out.Routes = append(out.Routes, routeStatus(rc, w))
 	}
 	out.Upstreams = c.upstreamsIn(st, w)
+	out.CacheHitRatio, out.RateLimitedRate = cacheAndLimitFigures(w)
 	return &status.Document{
 		Tier:              "l7",
 		Generated:         time.Now(),
@@ -192,4 +193,31 @@ func describeMatch(m config.RouteMatch) string {
 		return "any request"
 	}
 	return strings.Join(parts, " ")
+}
+
+// Series of the L7 cache and rate limiter that the summary figures read.
+// NOTE: these names and the "result" label are those the l7/cache and
+// l7/ratelimit packages register; the figures stay absent if they change.
+const (
+	cacheHitsSeries      = "tidegate_l7_cache_hits_total"
+	cacheMissesSeries    = "tidegate_l7_cache_misses_total"
+	rateLimitDecisions   = "tidegate_l7_ratelimit_decisions_total"
+	rateLimitRejectedTag = "rejected"
+)
+
+// cacheAndLimitFigures returns the cache hit ratio and the rate of
+// requests rejected by a rate limit over w, each nil when unknown.
+func cacheAndLimitFigures(w status.Window) (hitRatio, limited *float64) {
+	if len(w.Cur.Select(cacheHitsSeries, nil)) > 0 {
+		hits, ok := w.Increase(cacheHitsSeries, nil)
+		misses, _ := w.Increase(cacheMissesSeries, nil)
+		if ok && hits+misses > 0 {
+			ratio := hits / (hits + misses)
+			hitRatio = &ratio
+		}
+	}
+	if len(w.Cur.Select(rateLimitDecisions, nil)) > 0 {
+		limited = w.Rate(rateLimitDecisions, map[string]string{"result": rateLimitRejectedTag})
+	}
+	return hitRatio, limited
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -85,6 +86,7 @@ func newDrainTestServer(t *testing.T, token string) *drainTestServer {
 	d.config = fmt.Sprintf(`
 admin: {token: %q}
 l7:
+  access_log: {path: %q}
   listeners:
     - {name: web, address: 127.0.0.1:0}
   routes:
@@ -94,7 +96,7 @@ l7:
       backends:
         - address: %s
         - address: %s
-`, token, d.backends[0], d.backends[1])
+`, token, filepath.Join(t.TempDir(), "access.log"), d.backends[0], d.backends[1])
 	f, err := config.Parse([]byte(d.config))
 	if err != nil {
 		t.Fatal(err)

@@ -7,6 +7,9 @@ import (
 	"net"
 	"net/http"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tidegate/tidegate/l7/upstream"
 	"github.com/tidegate/tidegate/shared/admin"
@@ -141,5 +144,44 @@ l7:
 	page.Body.Close()
 	if page.StatusCode != http.StatusOK {
 		t.Errorf("GET /status: %s", page.Status)
+	}
+}
+
+func TestCacheAndLimitFigures(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	hits := prometheus.NewCounterVec(prometheus.CounterOpts{Name: cacheHitsSeries, Help: "h"}, []string{"route"})
+	misses := prometheus.NewCounterVec(prometheus.CounterOpts{Name: cacheMissesSeries, Help: "h"}, []string{"route"})
+	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{Name: rateLimitDecisions, Help: "h"}, []string{"route", "result"})
+	sampler := status.NewSampler(reg)
+
+	empty := status.Window{Cur: status.NewSample(nil, time.Now()), Base: status.NewSample(nil, time.Now().Add(-time.Second))}
+	if ratio, limited := cacheAndLimitFigures(empty); ratio != nil || limited != nil {
+		t.Errorf("figures without the series = %v, %v, want nil, nil", ratio, limited)
+	}
+
+	reg.MustRegister(hits, misses, decisions)
+	hits.WithLabelValues("a").Add(1)
+	if _, err := sampler.Take(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * time.Millisecond) // rates need the samples apart
+	hits.WithLabelValues("a").Add(3)
+	hits.WithLabelValues("b").Add(3)
+	misses.WithLabelValues("a").Add(2)
+	decisions.WithLabelValues("a", "rejected").Add(5)
+	decisions.WithLabelValues("a", "allowed").Add(50)
+	w, err := sampler.Take()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ratio, limited := cacheAndLimitFigures(w)
+	if ratio == nil || *ratio != 0.75 {
+		t.Errorf("hit ratio = %v, want 0.75 (6 hits, 2 misses in the window)", ratio)
+	}
+	if limited == nil {
+		t.Fatal("rate-limited rate is nil")
+	}
+	if want := 5 / w.Seconds(); *limited != want {
+		t.Errorf("rate-limited rate = %v, want %v", *limited, want)
 	}
 }

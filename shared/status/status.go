@@ -88,6 +88,11 @@ type L7 struct {
 	// cache or rate limiter, or when no route uses one.
 	Cache     []Counter `json:"cache"`
 	RateLimit []Counter `json:"rate_limit"`
+	// CacheHitRatio is hits / (hits + misses) over the rate window, and
+	// RateLimitedRate the requests per second rejected by a rate limit.
+	// Both are absent without those series or without a base sample.
+	CacheHitRatio   *float64 `json:"cache_hit_ratio,omitempty"`
+	RateLimitedRate *float64 `json:"rate_limited_rate,omitempty"`
 }
 
 // Listener is one L7 listening socket.
