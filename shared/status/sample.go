@@ -20,19 +20,25 @@ type Series struct {
 	Name   string
 	Labels map[string]string
 	Value  float64
+
+	key string // seriesKey of Name and Labels
 }
 
 // Sample is every series of a registry at one moment.
 type Sample struct {
 	Time   time.Time
 	byName map[string][]Series
-	byKey  map[string]float64
+	// byLabel indexes the series of each name by each of their label
+	// pairs, so a lookup such as {vip="web", real="10.0.0.1:80"} scans
+	// one real's series, not every series of the name.
+	byLabel map[string][]Series
+	byKey   map[string]float64
 }
 
 // NewSample flattens gathered metric families. Summaries are skipped
 // because tidegate exports none.
 func NewSample(families []*dto.MetricFamily, at time.Time) *Sample {
-	s := &Sample{Time: at, byName: map[string][]Series{}, byKey: map[string]float64{}}
+	s := &Sample{Time: at, byName: map[string][]Series{}, byLabel: map[string][]Series{}, byKey: map[string]float64{}}
 	for _, mf := range families {
 		name := mf.GetName()
 		for _, m := range mf.GetMetric() {
@@ -66,8 +72,17 @@ func (s *Sample) add(name string, labels map[string]string, v float64) {
 	if _, dup := s.byKey[key]; dup {
 		return // an explicit +Inf bucket repeats the one added from the count
 	}
-	s.byName[name] = append(s.byName[name], Series{Name: name, Labels: labels, Value: v})
+	se := Series{Name: name, Labels: labels, Value: v, key: key}
+	s.byName[name] = append(s.byName[name], se)
+	for k, lv := range labels {
+		ik := labelIndexKey(name, k, lv)
+		s.byLabel[ik] = append(s.byLabel[ik], se)
+	}
 	s.byKey[key] = v
+}
+
+func labelIndexKey(name, label, value string) string {
+	return name + "\x00" + label + "\x00" + value
 }
 
 func withLabel(labels map[string]string, name, value string) map[string]string {
@@ -115,8 +130,19 @@ func matches(labels, match map[string]string) bool {
 
 // Select returns the series called name whose labels include match.
 func (s *Sample) Select(name string, match map[string]string) []Series {
+	// Scan the shortest list that one matcher allows; the loop below
+	// checks the other matchers.
+	candidates := s.byName[name]
+	for k, v := range match {
+		if list := s.byLabel[labelIndexKey(name, k, v)]; len(list) < len(candidates) {
+			candidates = list
+		}
+		if len(candidates) == 0 {
+			return nil
+		}
+	}
 	var out []Series
-	for _, se := range s.byName[name] {
+	for _, se := range candidates {
 		if matches(se.Labels, match) {
 			out = append(out, se)
 		}
@@ -133,9 +159,7 @@ func (s *Sample) WithPrefix(prefix string) []Series {
 			out = append(out, list...)
 		}
 	}
-	slices.SortFunc(out, func(a, b Series) int {
-		return strings.Compare(seriesKey(a.Name, a.Labels), seriesKey(b.Name, b.Labels))
-	})
+	slices.SortFunc(out, func(a, b Series) int { return strings.Compare(a.key, b.key) })
 	return out
 }
 
@@ -174,7 +198,7 @@ func (w Window) Increase(name string, match map[string]string) (float64, bool) {
 	}
 	total := 0.0
 	for _, se := range w.Cur.Select(name, match) {
-		old := w.Base.byKey[seriesKey(se.Name, se.Labels)]
+		old := w.Base.byKey[se.key]
 		if se.Value >= old {
 			total += se.Value - old
 		} else {
@@ -212,7 +236,7 @@ func (w Window) Quantile(q float64, name string, match map[string]string) *float
 		if err != nil {
 			continue
 		}
-		old := w.Base.byKey[seriesKey(se.Name, se.Labels)]
+		old := w.Base.byKey[se.key]
 		inc := se.Value - old
 		if se.Value < old {
 			inc = se.Value
