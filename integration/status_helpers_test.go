@@ -26,7 +26,9 @@ const statusToken = "status-test-token-5d1f"
 
 // statusStack is an L4 with a token, two L7 nodes and two backends, all
 // real tidegate processes on 127.0.0.1. The L7 listeners take plain HTTP
-// behind PROXY v2 from the L4, and check their backends every 200ms.
+// behind PROXY v2 from the L4, and check their backends every 500ms. The
+// timeouts are loose so that a loaded test machine does not mark a healthy
+// node down.
 type statusStack struct {
 	vip          string
 	l4Admin      string
@@ -49,7 +51,7 @@ l7:
     - {name: all, match: {path_prefix: /}, upstream: echo}
   upstreams:
     - name: echo
-      health_check: {type: http, path: /, interval: 200ms, timeout: 150ms, rise: 1, fall: 1}
+      health_check: {type: http, path: /, interval: 500ms, timeout: 500ms, rise: 1, fall: 2}
       backends:
 %s
 `
@@ -62,7 +64,7 @@ l4:
   vips:
     - name: web
       address: %q
-      health_check: {type: http, path: /readyz, interval: 300ms, timeout: 250ms, rise: 1, fall: 2}
+      health_check: {type: http, path: /readyz, interval: 1s, timeout: 1s, rise: 1, fall: 3}
       reals:
 %s
 `

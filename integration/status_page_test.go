@@ -80,6 +80,16 @@ func runStep(t *testing.T, ctx context.Context, step string, within time.Duratio
 	}
 }
 
+// clickButton waits for the button and clicks it in one step inside the
+// page. A click through the DevTools protocol resolves the node first, and
+// the page's refresh may replace the node in between.
+func clickButton(selector string) chromedp.Action {
+	return chromedp.Tasks{
+		chromedp.WaitVisible(selector, chromedp.ByQuery),
+		chromedp.Evaluate(fmt.Sprintf(`document.querySelector(%q).click()`, selector), nil),
+	}
+}
+
 // saveScreenshot writes a full-page PNG of the tab for review.
 func saveScreenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
@@ -149,7 +159,7 @@ func TestStatusPageL7BackendDownAndUp(t *testing.T) {
 	// The L7 has no admin token here, so the drain button works at once.
 	button := fmt.Sprintf(`#content tr[data-backend="%s"] button[data-action="drain"]`, s.backendAddrs[0])
 	runStep(t, ctx, "drain a backend from the page", 20*time.Second,
-		chromedp.Click(button, chromedp.ByQuery),
+		clickButton(button),
 		chromedp.WaitVisible(row(s.backendAddrs[0], "draining"), chromedp.ByQuery),
 		chromedp.WaitVisible("#draining", chromedp.ByQuery),
 	)
@@ -158,12 +168,33 @@ func TestStatusPageL7BackendDownAndUp(t *testing.T) {
 	}
 	saveScreenshot(t, ctx, "l7-backend-draining.png")
 	runStep(t, ctx, "undrain the backend from the page", 20*time.Second,
-		chromedp.Click(button, chromedp.ByQuery),
+		clickButton(button),
 		chromedp.WaitVisible(row(s.backendAddrs[0], "up"), chromedp.ByQuery),
 	)
 	if got := backendStateOf(t, admin, s.backendAddrs[0]); got != "up" {
 		t.Errorf("/status.json state of the undrained backend = %q, want up", got)
 	}
+
+	checkPhoneLayout(t, ctx, "l7-phone.png")
+}
+
+// checkPhoneLayout reloads the page at a phone's viewport and checks that
+// the page itself does not scroll sideways: wide tables scroll inside
+// their own boxes.
+func checkPhoneLayout(t *testing.T, ctx context.Context, screenshot string) {
+	t.Helper()
+	var overflow bool
+	runStep(t, ctx, "reload at a phone's viewport", 20*time.Second,
+		chromedp.EmulateViewport(390, 844, chromedp.EmulateScale(2), chromedp.EmulateMobile),
+		chromedp.Reload(),
+		chromedp.WaitVisible("#summary", chromedp.ByQuery),
+		chromedp.Evaluate(`document.documentElement.scrollWidth > window.innerWidth`, &overflow),
+	)
+	if overflow {
+		t.Errorf("the page is wider than a 390px phone viewport")
+	}
+	saveScreenshot(t, ctx, screenshot)
+	runStep(t, ctx, "restore the desktop viewport", 10*time.Second, chromedp.EmulateReset())
 }
 
 // backendStateOf returns a backend's state from an L7's /status.json.
@@ -218,7 +249,7 @@ func TestStatusPageL4DrainButton(t *testing.T) {
 	// Without the token the L4 returns 401 and the page shows an error.
 	var message string
 	runStep(t, ctx, "drain without a token is refused", 20*time.Second,
-		chromedp.Click(button(drained), chromedp.ByQuery),
+		clickButton(button(drained)),
 		chromedp.WaitVisible("#message.error", chromedp.ByQuery),
 		chromedp.Text("#message", &message, chromedp.ByQuery),
 	)
@@ -232,7 +263,7 @@ func TestStatusPageL4DrainButton(t *testing.T) {
 	runStep(t, ctx, "enter the token and drain", 20*time.Second,
 		chromedp.SendKeys("#token", statusToken, chromedp.ByQuery),
 		chromedp.Click(`#token-form button[type="submit"]`, chromedp.ByQuery),
-		chromedp.Click(button(drained), chromedp.ByQuery),
+		clickButton(button(drained)),
 		chromedp.WaitVisible(row(drained, "draining"), chromedp.ByQuery),
 	)
 	var html string
@@ -253,9 +284,10 @@ func TestStatusPageL4DrainButton(t *testing.T) {
 		t.Errorf("real %s got %v of 40 connections while the other drained, want 40", other, got)
 	}
 	saveScreenshot(t, ctx, "l4-real-draining.png")
+	checkPhoneLayout(t, ctx, "l4-phone.png")
 
 	runStep(t, ctx, "undrain", 20*time.Second,
-		chromedp.Click(button(drained), chromedp.ByQuery),
+		clickButton(button(drained)),
 		chromedp.WaitVisible(row(drained, "up"), chromedp.ByQuery),
 	)
 	if w := realWeight(t, s.l4Admin, "web", drained); w != 1 {

@@ -111,7 +111,7 @@ func TestPageL7Sections(t *testing.T) {
 		`p50 <b>2.1ms</b>`,
 		`p99 <b>500.0ms</b>`,
 		`p90 <b>–</b>`,
-		`<td class="num">3/s</td><td class="num">25.0%</td><td class="num">4.0ms</td><td class="num">1.50s</td>`,
+		`<td class="num">3/s</td><td class="num">25.0%</td><td class="num wide">4.0ms</td><td class="num">1.50s</td>`,
 		`10.0%`,
 		`tidegate_l7_cache_hits_total`,
 		`No rate-limit figures`,
