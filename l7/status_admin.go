@@ -94,24 +94,3 @@ func registerDrain(mux mutatingMux, s *Server, logger *slog.Logger) {
 		http.Error(w, fmt.Sprintf("backend %q not found", addr), http.StatusNotFound)
 	}))
 }
-
-// carryDrains copies the drain of every backend in prev to the backend
-// with the same upstream and address in next, so a reload does not put a
-// drained backend back in rotation.
-func carryDrains(prev, next *state) {
-	if prev == nil {
-		return
-	}
-	for name, oldPool := range prev.pools {
-		newPool := next.pools[name]
-		if newPool == nil {
-			continue
-		}
-		for _, bs := range oldPool.Stats() {
-			if bs.Draining {
-				// The backend may be gone from the new pool, which is fine.
-				_ = newPool.SetDraining(bs.Addr, true)
-			}
-		}
-	}
-}
