@@ -24,8 +24,9 @@ import (
 // The dashboard stack exercises every series the dashboard reads, because
 // a labelled Prometheus series is exported only after its first event. It
 // has a TLS listener (handshakes, and a failed one), a PROXY listener fed
-// a bad header, an upstream with a dead backend and retries, and an L4 VIP
-// whose only real refuses connections.
+// a bad header, an upstream with a dead backend and retries, a cached
+// route (a miss, then hits), and an L4 VIP whose only real refuses
+// connections.
 const dashboardL7Config = `
 admin: {address: %q}
 shutdown_delay: 0s
@@ -39,13 +40,18 @@ l7:
       address: %q
       tls:
         certificates: [{cert_file: %q, key_file: %q}]
+  cache: {max_size: 16MiB}
   routes:
+    - {name: cached, match: {path_prefix: /cached/}, upstream: static, cache: {enabled: true}}
     - {name: all, match: {path_prefix: /}, upstream: echo}
   upstreams:
     - name: echo
       retries: 1
       backends:
         - address: %q
+        - address: %q
+    - name: static
+      backends:
         - address: %q
 `
 
@@ -135,10 +141,11 @@ func startDashboardStack(t *testing.T) (l4Admin, l7Admin string) {
 	backend := freeAddr(t)
 	startBackend(t, 0, backend)
 	deadBackend, deadReal := freeAddr(t), freeAddr(t)
+	static := startCacheableBackend(t)
 
 	certFile, keyFile, pool := selfSignedCert(t, dir, "", "localhost", "127.0.0.1")
 	l7Admin, proxied, httpsAddr := freeAddr(t), freeAddr(t), freeAddr(t)
-	cfg := writeFile(t, dir, "l7.yaml", fmt.Sprintf(dashboardL7Config, l7Admin, proxied, httpsAddr, certFile, keyFile, backend, deadBackend))
+	cfg := writeFile(t, dir, "l7.yaml", fmt.Sprintf(dashboardL7Config, l7Admin, proxied, httpsAddr, certFile, keyFile, backend, deadBackend, static))
 	startTidegate(t, "l7", "l7", "--config", cfg)
 	waitReady(t, l7Admin)
 
@@ -151,8 +158,12 @@ func startDashboardStack(t *testing.T) (l4Admin, l7Admin string) {
 	// Requests through the L4: L4 connection and byte series, L7 request
 	// and latency series, and retries off the dead backend.
 	plain := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	paths := []string{"/cached/logo", "/cached/logo", "/cached/logo"}
 	for i := range 10 {
-		resp, err := plain.Get(fmt.Sprintf("http://%s/d/%d", vip, i))
+		paths = append(paths, fmt.Sprintf("/d/%d", i))
+	}
+	for _, path := range paths {
+		resp, err := plain.Get("http://" + vip + path)
 		if err != nil {
 			t.Fatalf("request through the L4: %v", err)
 		}
@@ -303,4 +314,25 @@ func TestDashboardMetricsExist(t *testing.T) {
 		}
 	}
 	t.Logf("checked %d dashboard queries over %d metric names", len(queries), len(used))
+}
+
+// startCacheableBackend serves responses that a shared cache may keep for
+// a minute.
+func startCacheableBackend(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Cache-Control", "public, max-age=60")
+			w.Header().Set("Content-Type", "text/plain")
+			_, _ = io.WriteString(w, "cacheable "+r.URL.Path+"\n")
+		}),
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+	return ln.Addr().String()
 }
