@@ -22,11 +22,11 @@ import (
 )
 
 // The dashboard stack exercises every series the dashboard reads, because
-// a labelled Prometheus series is exported only after its first event. It
-// has a TLS listener (handshakes, and a failed one), a PROXY listener fed
-// a bad header, an upstream with a dead backend and retries, a cached
-// route (a miss, then hits), and an L4 VIP whose only real refuses
-// connections.
+// a labelled Prometheus series is exported only after its first event.
+// Its L7 has a TLS listener (handshakes, and a failed one), a PROXY
+// listener fed a bad header, an upstream with a dead backend and retries,
+// and a cached route (a miss, then hits). Its L4 has a VIP whose only real
+// refuses connections.
 const dashboardL7Config = `
 admin: {address: %q}
 shutdown_delay: 0s
@@ -314,6 +314,18 @@ func TestDashboardMetricsExist(t *testing.T) {
 		}
 	}
 	t.Logf("checked %d dashboard queries over %d metric names", len(queries), len(used))
+
+	// The L7 status page lists the same cache series.
+	doc := fetchStatusJSON(t, l7Admin)
+	hits := 0.0
+	for _, c := range doc.L7.Cache {
+		if c.Name == "tidegate_l7_cache_hits_total" && c.Labels["route"] == "cached" {
+			hits = c.Value
+		}
+	}
+	if hits != 2 {
+		t.Errorf("/status.json cache hits of route cached = %v, want 2 (three requests for one URL)", hits)
+	}
 }
 
 // startCacheableBackend serves responses that a shared cache may keep for
