@@ -9,6 +9,7 @@
   var TOKEN_KEY = 'tidegate-admin-token';
   var refreshMs = (parseInt(document.body.getAttribute('data-refresh'), 10) || 2) * 1000;
   var timer = null;
+  var refreshFailed = false; // the message shows a refresh error
 
   function readToken() {
     try {
@@ -31,6 +32,7 @@
   }
 
   function say(text, isError) {
+    refreshFailed = false;
     var el = document.getElementById('message');
     if (!el) {
       return;
@@ -64,10 +66,14 @@
           current.replaceWith(document.importNode(next, true));
         }
         document.body.classList.remove('stale');
+        if (refreshFailed) {
+          say('', false);
+        }
       })
       .catch(function (err) {
         document.body.classList.add('stale');
         say('Refresh failed (' + err.message + '): the figures below are from the last successful refresh.', true);
+        refreshFailed = true;
       })
       .then(function () {
         schedule(refreshMs);
