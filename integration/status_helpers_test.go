@@ -36,6 +36,7 @@ type statusStack struct {
 	l7Addrs      []string
 	backendAddrs []string
 	backends     []*proc
+	l4           *proc
 }
 
 const statusL7Config = `
@@ -97,7 +98,7 @@ func startStatusStack(t *testing.T) *statusStack {
 
 	s.l4Admin, s.vip = freeAddr(t), freeAddr(t)
 	cfg := writeFile(t, dir, "l4.yaml", fmt.Sprintf(statusL4Config, s.l4Admin, statusToken, s.vip, strings.Join(realLines, "\n")))
-	startTidegate(t, "l4", "l4", "--config", cfg)
+	s.l4 = startTidegate(t, "l4", "l4", "--config", cfg)
 	waitReady(t, s.l4Admin)
 	return s
 }

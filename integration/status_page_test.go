@@ -319,6 +319,8 @@ func TestStatusPageL4DrainButton(t *testing.T) {
 			t.Errorf("real %s: bytes in %v, out %v, want both above 0", addr, real.BytesIn, real.BytesOut)
 		}
 	}
+
+	checkStaleWhenStopped(t, ctx, s.l4)
 }
 
 // fetchStatusJSON reads and parses an admin listener's /status.json.
@@ -415,4 +417,19 @@ func removeWithRetry(t *testing.T, dir string) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	t.Errorf("remove chromium profile %s: %v", dir, err)
+}
+
+// checkStaleWhenStopped stops the process behind the open page and checks
+// that the page says its figures are no longer current.
+func checkStaleWhenStopped(t *testing.T, ctx context.Context, p *proc) {
+	t.Helper()
+	p.stop(5 * time.Second)
+	var message string
+	runStep(t, ctx, "page marks itself stale", 20*time.Second,
+		chromedp.WaitVisible("body.stale", chromedp.ByQuery),
+		chromedp.Text("#message", &message, chromedp.ByQuery),
+	)
+	if !strings.Contains(message, "Refresh failed") {
+		t.Errorf("message after the process stopped = %q, want a refresh failure", message)
+	}
 }
