@@ -420,7 +420,7 @@ func removeWithRetry(t *testing.T, dir string) {
 }
 
 // checkStaleWhenStopped stops the process behind the open page and checks
-// that the page says its figures are no longer current.
+// that the page shows its figures are no longer current.
 func checkStaleWhenStopped(t *testing.T, ctx context.Context, p *proc) {
 	t.Helper()
 	p.stop(5 * time.Second)
