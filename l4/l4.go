@@ -24,7 +24,8 @@ type Server struct {
 }
 
 // New builds the L4 tier from f without binding anything, and registers the
-// admin endpoints GET /vips and POST /vips/{vip}/reals/{real}/weight on adm.
+// admin endpoints GET /vips and POST /vips/{vip}/reals/{real}/weight on adm,
+// with the status page at GET /status and GET /status.json.
 func New(f *config.File, logger *slog.Logger, adm *admin.Server) (*Server, error) {
 	if f.L4 == nil {
 		return nil, errors.New("l4: configuration has no l4 section")
@@ -45,6 +46,7 @@ func New(f *config.File, logger *slog.Logger, adm *admin.Server) (*Server, error
 		return nil, err
 	}
 	registerAdmin(adm, b, logger)
+	registerStatus(adm, b, engineName, adm.Registry, logger)
 	return &Server{logger: logger, balancer: b, engine: eng, cfg: f.L4}, nil
 }
 

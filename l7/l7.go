@@ -153,6 +153,10 @@ func New(f *config.File, logger *slog.Logger, adm *admin.Server, opts ...Option)
 		s.listeners = append(s.listeners, newListener(s, ls))
 	}
 	s.state.Store(st)
+	if adm != nil {
+		registerStatus(adm, s, adm.Registry, s.logger)
+		registerDrain(adm, s, s.logger)
+	}
 	return s, nil
 }
 
@@ -308,6 +312,7 @@ func (s *Server) Reload(f *config.File) error {
 	if err != nil {
 		return err
 	}
+	s.metrics.backends.forget(prev, st)
 
 	for name, p := range st.pools {
 		if old := prev.pools[name]; old != nil {

@@ -161,6 +161,9 @@ func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs 
 
 	m := l.server.metrics
 	m.observeRequest(routeName, rs.upstream, r.Method, status, elapsed)
+	if rs.attempt.Backend != "" {
+		m.backends.observe(rs.upstream, rs.attempt.Backend, status, elapsed)
+	}
 	if rs.attempt.Retries > 0 {
 		m.retries.WithLabelValues(rs.upstream).Add(float64(rs.attempt.Retries))
 	}
