@@ -45,13 +45,13 @@ var (
 // testNet is a network namespace holding two veth pairs, for running the
 // program through BPF_PROG_TEST_RUN with working FIB lookups.
 type testNet struct {
-	ns             netns.NsHandle
-	clientIf       *net.Interface // L4 side towards the client
-	realIf         *net.Interface // L4 side towards the reals
-	clientIdx      int
-	realIdx        int
-	l4ClientMAC    net.HardwareAddr
-	l4RealMAC      net.HardwareAddr
+	ns          netns.NsHandle
+	clientIf    *net.Interface // L4 side towards the client
+	realIf      *net.Interface // L4 side towards the reals
+	clientIdx   int
+	realIdx     int
+	l4ClientMAC net.HardwareAddr
+	l4RealMAC   net.HardwareAddr
 }
 
 // inNS runs fn on a thread switched into ns.

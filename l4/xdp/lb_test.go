@@ -654,4 +654,3 @@ func TestSweepKeepsLiveFlows(t *testing.T) {
 		t.Errorf("Sweep = %+v, want the fresh flow kept", res)
 	}
 }
-

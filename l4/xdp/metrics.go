@@ -59,7 +59,7 @@ func (d *Dataplane) Stats() (map[string]uint64, error) {
 type collector struct {
 	d *Dataplane
 
-	packets, bytes, passes, drops   *prometheus.Desc
+	packets, bytes, passes, drops  *prometheus.Desc
 	newFlows, inserts, closedFlows *prometheus.Desc
 
 	expired, orphans, portErrors prometheus.Counter
