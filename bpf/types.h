@@ -9,12 +9,12 @@
 #define RING_SLOTS_MAX 65537
 
 /* PROXY v2 header for TCP over IPv4: 16-byte preamble, 12 bytes of
- * addresses, a PP2_TYPE_UNIQUE_ID TLV with a 16-byte value and an empty
- * PP2_TYPE_NOOP TLV. The NOOP TLV makes the length even, so the payload
- * behind the header keeps its 16-bit alignment and the TCP checksum can be
- * updated incrementally. */
+ * addresses and a PP2_TYPE_UNIQUE_ID TLV with a 16-byte value, byte for
+ * byte what the userspace engine writes (l4/proxyheader). */
 #define PROXY_UID_LEN 16
-#define PROXY_HDR_LEN 50
+#define PROXY_HDR_LEN 47
+/* Room for the header plus the zero byte that pads it to an even length
+ * for checksumming, rounded up to keep struct flow free of padding. */
 #define PROXY_HDR_SPACE 52
 
 enum flow_dir {

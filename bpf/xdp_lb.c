@@ -105,12 +105,12 @@ static __always_inline void build_proxy_header(struct flow *f, const struct lb_c
 #pragma unroll
 	for (int i = 0; i < 8; i++)
 		h[39 + i] = (__u8)(uid >> (56 - 8 * i));
-	h[47] = 0x04; /* PP2_TYPE_NOOP, empty */
-	h[48] = 0;
-	h[49] = 0;
-	h[50] = 0;
-	h[51] = 0;
-	f->hdr_csum = csum_bytes(h, PROXY_HDR_LEN);
+#pragma unroll
+	for (int i = PROXY_HDR_LEN; i < PROXY_HDR_SPACE; i++)
+		h[i] = 0;
+	/* The sum covers the zero pad byte, as the checksum of a segment
+	 * whose data ends with the header would. */
+	f->hdr_csum = csum_bytes(h, PROXY_HDR_LEN + 1);
 }
 
 /* Looks up the next hop for daddr and fills the Ethernet addresses. On
@@ -203,7 +203,7 @@ static __always_inline int insert_header(struct xdp_md *ctx, const struct flow *
 	__u8 *src = data + PROXY_HDR_LEN;
 
 	/* Fixed part: Ethernet, IPv4 and the TCP header without options. The
-	 * copy runs upwards in 2-byte steps, and the source lies 50 bytes
+	 * copy runs upwards in 2-byte steps, and the source lies 47 bytes
 	 * above the destination, so no byte is overwritten before it is read. */
 	const __u32 fixed = sizeof(struct ethhdr) + sizeof(struct iphdr) + sizeof(struct tcphdr);
 	if (src + fixed > data_end)
@@ -228,10 +228,38 @@ static __always_inline int insert_header(struct xdp_md *ctx, const struct flow *
 	__u8 *h = data + fixed + opt_len;
 	if (h + PROXY_HDR_LEN > data_end)
 		return -1;
+	/* Exactly PROXY_HDR_LEN bytes: one more would overwrite the first
+	 * payload byte. */
 #pragma unroll
-	for (int i = 0; i < PROXY_HDR_LEN; i += 2)
+	for (int i = 0; i + 1 < PROXY_HDR_LEN; i += 2)
 		*(__u16 *)(h + i) = *(const __u16 *)(f->hdr + i);
+	if (PROXY_HDR_LEN & 1)
+		h[PROXY_HDR_LEN - 1] = f->hdr[PROXY_HDR_LEN - 1];
 	return 0;
+}
+
+/* Returns the unfolded sum of the TCP header, options included. */
+static __always_inline __u32 tcp_header_sum(struct tcphdr *tcp, void *data_end, __u32 tcp_len)
+{
+	__u32 sum = 0;
+
+	for (__u32 off = 0; off < 60; off += 4) {
+		if (off >= tcp_len)
+			break;
+		__u32 *w = (void *)tcp + off;
+		if ((void *)(w + 1) > data_end)
+			break;
+		sum = csum_add(sum, *w);
+	}
+	return sum;
+}
+
+static __always_inline __u32 pseudo_sum(__be32 saddr, __be32 daddr, __u32 tcp_seg_len)
+{
+	__u32 sum = csum_add(saddr, daddr);
+
+	sum = csum_add(sum, bpf_htons(IPPROTO_TCP));
+	return csum_add(sum, bpf_htons(tcp_seg_len));
 }
 
 /* Client to real. Inserts the PROXY header into segments that start the
@@ -239,6 +267,7 @@ static __always_inline int insert_header(struct xdp_md *ctx, const struct flow *
  * number by the header length. */
 static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, struct flow *f)
 {
+	void *data_end = (void *)(long)ctx->data_end;
 	__u32 seq = bpf_ntohl(p->tcp->seq);
 	int insert = !f->hdr_acked && !p->tcp->syn && seq == f->isn + 1;
 	__u16 old_tot = p->iph->tot_len;
@@ -255,20 +284,36 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, struct flo
 		return XDP_DROP;
 	}
 
+	/* The header has an odd length, so it moves the payload to odd
+	 * offsets, and the payload's part of the checksum swaps its bytes.
+	 * That part is recovered from the client's checksum without reading
+	 * the payload: the sum of a valid segment is 0xffff, so the payload's
+	 * sum is the complement of the pseudo header's plus the TCP header's. */
+	__u16 payload_sum = 0;
+	__u32 seg_len = bpf_ntohs(old_tot) - sizeof(struct iphdr);
+	if (insert) {
+		__u32 rest = pseudo_sum(p->iph->saddr, p->iph->daddr, seg_len);
+		rest = csum_add(rest, tcp_header_sum(p->tcp, data_end, p->tcp_len));
+		payload_sum = (__u16)~csum_fold(rest);
+	}
+
 	__u32 diff = rewrite_tuple(p, f);
 
 	if (insert) {
-		/* The pseudo header's TCP length grows by the header length,
-		 * and the header's bytes join the sum. */
-		diff = csum_diff16(diff, bpf_htons(bpf_ntohs(old_tot) - sizeof(struct iphdr)),
-				   bpf_htons(bpf_ntohs(new_tot) - sizeof(struct iphdr)));
-		diff = csum_add(diff, f->hdr_csum);
-	} else if (!p->tcp->syn) {
-		__be32 new_seq = bpf_htonl(seq + PROXY_HDR_LEN);
-		diff = csum_diff32(diff, p->tcp->seq, new_seq);
-		p->tcp->seq = new_seq;
+		p->tcp->check = 0;
+		__u32 sum = pseudo_sum(f->saddr, f->daddr, seg_len + PROXY_HDR_LEN);
+		sum = csum_add(sum, tcp_header_sum(p->tcp, data_end, p->tcp_len));
+		sum = csum_add(sum, f->hdr_csum);
+		sum = csum_add(sum, (__u16)((payload_sum >> 8) | (payload_sum << 8)));
+		p->tcp->check = (__u16)~csum_fold(sum);
+	} else {
+		if (!p->tcp->syn) {
+			__be32 new_seq = bpf_htonl(seq + PROXY_HDR_LEN);
+			diff = csum_diff32(diff, p->tcp->seq, new_seq);
+			p->tcp->seq = new_seq;
+		}
+		p->tcp->check = csum_apply(p->tcp->check, diff);
 	}
-	p->tcp->check = csum_apply(p->tcp->check, diff);
 
 	p->iph->tot_len = new_tot;
 	ipv4_csum(p->iph);

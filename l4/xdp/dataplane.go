@@ -25,9 +25,8 @@ import (
 
 // HeaderLen is the number of bytes the program inserts at the start of
 // every client stream: a PROXY v2 header for TCP over IPv4 with a 16-byte
-// PP2_TYPE_UNIQUE_ID TLV and an empty PP2_TYPE_NOOP TLV that makes the
-// length even.
-const HeaderLen = 50
+// PP2_TYPE_UNIQUE_ID TLV, the same layout the userspace engine writes.
+const HeaderLen = 47
 
 // RingSlotsMax is the largest Maglev table a VIP may use in the XDP engine.
 const RingSlotsMax = 65537
