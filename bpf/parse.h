@@ -117,7 +117,9 @@ static __always_inline int next_option(struct opt_walk *w, __u8 **at, __u8 *kind
 	if ((void *)(k + 2) > w->data_end)
 		return 0;
 	*len = k[1];
-	if (*len < 2)
+	/* An option that claims to run past the option space would make
+	 * callers edit the payload. */
+	if (*len < 2 || off + *len > w->opt_len)
 		return 0;
 	w->off = off + *len;
 	return 1;

@@ -21,7 +21,7 @@ const (
 	xdpRedirect = 4
 )
 
-func setTestVIP(t *testing.T, d *Dataplane, affinity bool) *maglev.Table {
+func setTestVIP(t testing.TB, d *Dataplane, affinity bool) *maglev.Table {
 	t.Helper()
 	table, err := maglev.New([]maglev.Backend{{ID: real1.String(), Weight: 1}, {ID: real2.String(), Weight: 1}}, 13)
 	if err != nil {
@@ -35,7 +35,7 @@ func setTestVIP(t *testing.T, d *Dataplane, affinity bool) *maglev.Table {
 
 // conn drives one client connection through the program.
 type conn struct {
-	t      *testing.T
+	t      testing.TB
 	tn     *testNet
 	d      *Dataplane
 	client netip.AddrPort
@@ -118,7 +118,7 @@ func (c *conn) open() segment {
 		options: append(optMSS(1460), 4, 2, 1, 1)})
 }
 
-func newConn(t *testing.T, tn *testNet, d *Dataplane, port uint16) *conn {
+func newConn(t testing.TB, tn *testNet, d *Dataplane, port uint16) *conn {
 	return &conn{t: t, tn: tn, d: d, client: netip.AddrPortFrom(clientAddr, port), isn: 1_000_000 + uint32(port), rISN: 7_000_000}
 }
 
