@@ -46,8 +46,8 @@ type xdpNet struct {
 	pinDir            string
 	dp                *xdp.Dataplane
 	progs             *xdptest.Programs
-	nodes             [2]*l7Node
-	userspace         *userspaceProxy
+	nodes             [2]*xdpNode
+	userspace         *xdpUserspaceProxy
 }
 
 var l4Ifaces = []string{"tgxl4c", "tgxl4a", "tgxl4b"}
@@ -107,9 +107,9 @@ func newXDPNet(t *testing.T) *xdpNet {
 	attach(n.l7b, "tgxb", true)
 
 	trusted := []string{snatHost, "10.201.1.1", "10.201.2.1"}
-	n.nodes[0] = startL7Node(t, n.l7a, "l7a", trusted)
-	n.nodes[1] = startL7Node(t, n.l7b, "l7b", trusted)
-	n.userspace = startUserspaceProxy(t, n.l4, vipHost+":80", l7aHost+":8080")
+	n.nodes[0] = startXDPNode(t, n.l7a, "l7a", trusted)
+	n.nodes[1] = startXDPNode(t, n.l7b, "l7b", trusted)
+	n.userspace = startXDPUserspaceProxy(t, n.l4, vipHost+":80", l7aHost+":8080")
 
 	n.pinDir = mountBPFFS(t) + "/tidegate"
 	n.open(t)
@@ -193,7 +193,7 @@ func (n *xdpNet) dial(t *testing.T, port uint16) *net.TCPConn {
 
 // reply parses "<fields...> <client> <uid> <node>" and checks that the L7
 // saw the client's own address and a 16-byte unique ID.
-func checkReply(t *testing.T, c net.Conn, line string, fields int) []string {
+func xdpCheckReply(t *testing.T, c net.Conn, line string, fields int) []string {
 	t.Helper()
 	f := strings.Fields(line)
 	if len(f) != fields {
@@ -209,27 +209,27 @@ func checkReply(t *testing.T, c net.Conn, line string, fields int) []string {
 	return f
 }
 
-func upload(t *testing.T, c *net.TCPConn, size int64, seed uint64) []string {
+func xdpUpload(t *testing.T, c *net.TCPConn, size int64, seed uint64) []string {
 	t.Helper()
 	h := sha256.New()
 	go func() {
 		w := bufio.NewWriterSize(c, 64<<10)
 		fmt.Fprintf(w, "UP %d\n", size)
-		io.CopyN(io.MultiWriter(w, h), newStream(seed), size)
+		io.CopyN(io.MultiWriter(w, h), xdpStream(seed), size)
 		w.Flush()
 	}()
 	line, err := bufio.NewReader(c).ReadString('\n')
 	if err != nil {
 		t.Fatalf("read upload reply: %v", err)
 	}
-	f := checkReply(t, c, line, 4)
+	f := xdpCheckReply(t, c, line, 4)
 	if want := fmt.Sprintf("%x", h.Sum(nil)); f[0] != want {
 		t.Errorf("L7 hashed the upload to %s, want %s", f[0], want)
 	}
 	return f
 }
 
-func download(t *testing.T, c *net.TCPConn, size int64, seed uint64, midway func()) {
+func xdpDownload(t *testing.T, c *net.TCPConn, size int64, seed uint64, midway func()) {
 	t.Helper()
 	if _, err := fmt.Fprintf(c, "DOWN %d %d\n", size, seed); err != nil {
 		t.Fatal(err)
@@ -248,13 +248,13 @@ func download(t *testing.T, c *net.TCPConn, size int64, seed uint64, midway func
 		t.Fatalf("download stopped after %d of %d bytes: %v", n, size, err)
 	}
 	want := sha256.New()
-	io.CopyN(want, newStream(seed), size)
+	io.CopyN(want, xdpStream(seed), size)
 	if string(got.Sum(nil)) != string(want.Sum(nil)) {
 		t.Errorf("downloaded bytes differ from what the L7 sent")
 	}
 }
 
-func who(t *testing.T, c *net.TCPConn) []string {
+func xdpWho(t *testing.T, c *net.TCPConn) []string {
 	t.Helper()
 	if _, err := io.WriteString(c, "WHO\n"); err != nil {
 		t.Fatal(err)
@@ -263,7 +263,7 @@ func who(t *testing.T, c *net.TCPConn) []string {
 	if err != nil {
 		t.Fatalf("read WHO reply: %v", err)
 	}
-	return checkReply(t, c, line, 3)
+	return xdpCheckReply(t, c, line, 3)
 }
 
 func TestXDPPath(t *testing.T) {
@@ -272,7 +272,7 @@ func TestXDPPath(t *testing.T) {
 
 	t.Run("upload 50 MiB", func(t *testing.T) {
 		before := n.stats(t)
-		upload(t, n.dial(t, 80), big, 1)
+		xdpUpload(t, n.dial(t, 80), big, 1)
 		after := n.stats(t)
 		if after["new_flows"] != before["new_flows"]+1 {
 			t.Errorf("new_flows went from %d to %d, want one XDP flow", before["new_flows"], after["new_flows"])
@@ -280,7 +280,7 @@ func TestXDPPath(t *testing.T) {
 	})
 
 	t.Run("download 50 MiB", func(t *testing.T) {
-		download(t, n.dial(t, 80), big, 2, nil)
+		xdpDownload(t, n.dial(t, 80), big, 2, nil)
 	})
 
 	t.Run("HTTP sees client address", func(t *testing.T) {
@@ -317,7 +317,7 @@ func TestXDPPath(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		checkReply(t, c, line, 3)
+		xdpCheckReply(t, c, line, 3)
 	})
 
 	t.Run("no timestamps or SACK", func(t *testing.T) {
@@ -327,8 +327,8 @@ func TestXDPPath(t *testing.T) {
 			}
 			t.Cleanup(func() { writeSysctl(n.cli, k, "1") })
 		}
-		upload(t, n.dial(t, 80), 8<<20, 3)
-		download(t, n.dial(t, 80), 8<<20, 4, nil)
+		xdpUpload(t, n.dial(t, 80), 8<<20, 3)
+		xdpDownload(t, n.dial(t, 80), 8<<20, 4, nil)
 	})
 
 	t.Run("lost handshake ACK", func(t *testing.T) {
@@ -339,7 +339,7 @@ func TestXDPPath(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := n.dial(t, 80)
-		who(t, c)
+		xdpWho(t, c)
 		if after, _ := n.progs.Dropped(); after != before+1 {
 			t.Errorf("drop program dropped %d frames, want 1", after-before)
 		}
@@ -351,8 +351,8 @@ func TestXDPPath(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := n.dial(t, 80)
-		upload(t, c, 256<<10, 5)
-		who(t, c)
+		xdpUpload(t, c, 256<<10, 5)
+		xdpWho(t, c)
 		if after, _ := n.progs.Dropped(); after != before+1 {
 			t.Errorf("drop program dropped %d frames, want 1", after-before)
 		}
@@ -429,7 +429,7 @@ func TestXDPPath(t *testing.T) {
 
 	t.Run("restart mid-transfer", func(t *testing.T) {
 		c := n.dial(t, 80)
-		download(t, c, big, 6, func() {
+		xdpDownload(t, c, big, 6, func() {
 			if err := n.dp.Close(false); err != nil {
 				t.Errorf("close without detach: %v", err)
 			}
@@ -440,7 +440,7 @@ func TestXDPPath(t *testing.T) {
 			}
 			n.open(t)
 		})
-		who(t, c)
+		xdpWho(t, c)
 	})
 
 	t.Run("refused flows reach userspace", func(t *testing.T) {
@@ -454,8 +454,8 @@ func TestXDPPath(t *testing.T) {
 		before := n.stats(t)
 
 		c := n.dial(t, 80)
-		f := who(t, c)
-		upload(t, c, 1<<20, 7)
+		f := xdpWho(t, c)
+		xdpUpload(t, c, 1<<20, 7)
 		if f[2] != "l7a" {
 			t.Errorf("refused flow reached %s, want l7a through the userspace proxy", f[2])
 		}

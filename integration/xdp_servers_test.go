@@ -23,7 +23,7 @@ import (
 	"github.com/vishvananda/netns"
 )
 
-// l7Node stands in for an L7 proxy: it requires a PROXY v2 header from the
+// xdpNode stands in for an L7 proxy: it requires a PROXY v2 header from the
 // L4's addresses and rejects it from anyone else.
 //
 // Port 8080 speaks a line protocol:
@@ -35,7 +35,7 @@ import (
 // Port 8081 is server-first: it writes "BANNER <node>\n" before reading
 // anything, then answers "PING\n" like WHO. Port 8082 is HTTP and answers
 // every request with the client address it sees.
-type l7Node struct {
+type xdpNode struct {
 	name    string
 	trusted map[string]bool // L4 source addresses allowed to send PROXY
 	conns   atomic.Int64
@@ -44,9 +44,9 @@ type l7Node struct {
 	wg      sync.WaitGroup
 }
 
-func startL7Node(t *testing.T, ns netns.NsHandle, name string, trusted []string) *l7Node {
+func startXDPNode(t *testing.T, ns netns.NsHandle, name string, trusted []string) *xdpNode {
 	t.Helper()
-	n := &l7Node{name: name, trusted: map[string]bool{}, errs: make(chan error, 100)}
+	n := &xdpNode{name: name, trusted: map[string]bool{}, errs: make(chan error, 100)}
 	for _, a := range trusted {
 		n.trusted[a] = true
 	}
@@ -84,7 +84,7 @@ func startL7Node(t *testing.T, ns netns.NsHandle, name string, trusted []string)
 	return n
 }
 
-func (n *l7Node) policy(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
+func (n *xdpNode) policy(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) {
 	host, _, _ := net.SplitHostPort(o.Upstream.String())
 	if n.trusted[host] {
 		return proxyproto.REQUIRE, nil
@@ -92,7 +92,7 @@ func (n *l7Node) policy(o proxyproto.ConnPolicyOptions) (proxyproto.Policy, erro
 	return proxyproto.REJECT, nil
 }
 
-func (n *l7Node) acceptLoop(ln net.Listener, serve func(net.Conn)) {
+func (n *xdpNode) acceptLoop(ln net.Listener, serve func(net.Conn)) {
 	defer n.wg.Done()
 	for {
 		c, err := ln.Accept()
@@ -108,7 +108,7 @@ func (n *l7Node) acceptLoop(ln net.Listener, serve func(net.Conn)) {
 	}
 }
 
-func (n *l7Node) fail(format string, args ...any) {
+func (n *xdpNode) fail(format string, args ...any) {
 	select {
 	case n.errs <- fmt.Errorf(n.name+": "+format, args...):
 	default:
@@ -116,7 +116,7 @@ func (n *l7Node) fail(format string, args ...any) {
 }
 
 // header reads the PROXY header of raw, refusing untrusted peers.
-func (n *l7Node) header(raw net.Conn) (*proxyproto.Conn, string, bool) {
+func (n *xdpNode) header(raw net.Conn) (*proxyproto.Conn, string, bool) {
 	p, _ := n.policy(proxyproto.ConnPolicyOptions{Upstream: raw.RemoteAddr()})
 	if p != proxyproto.REQUIRE {
 		n.fail("connection from untrusted %s", raw.RemoteAddr())
@@ -142,7 +142,7 @@ func (n *l7Node) header(raw net.Conn) (*proxyproto.Conn, string, bool) {
 	return pc, h.SourceAddr.String() + " " + uid, true
 }
 
-func (n *l7Node) serveCommands(raw net.Conn) {
+func (n *xdpNode) serveCommands(raw net.Conn) {
 	pc, who, ok := n.header(raw)
 	if !ok {
 		return
@@ -168,7 +168,7 @@ func (n *l7Node) serveCommands(raw net.Conn) {
 		case len(f) == 3 && f[0] == "DOWN":
 			size, _ := strconv.ParseInt(f[1], 10, 64)
 			seed, _ := strconv.ParseUint(f[2], 10, 64)
-			if _, err := io.CopyN(pc, newStream(seed), size); err != nil {
+			if _, err := io.CopyN(pc, xdpStream(seed), size); err != nil {
 				return
 			}
 		default:
@@ -179,7 +179,7 @@ func (n *l7Node) serveCommands(raw net.Conn) {
 	}
 }
 
-func (n *l7Node) serveBanner(raw net.Conn) {
+func (n *xdpNode) serveBanner(raw net.Conn) {
 	// The banner goes out before the PROXY header is read, as in SMTP.
 	if _, err := fmt.Fprintf(raw, "BANNER %s\n", n.name); err != nil {
 		return
@@ -197,8 +197,8 @@ func (n *l7Node) serveBanner(raw net.Conn) {
 	fmt.Fprintf(pc, "%s %s\n", who, n.name)
 }
 
-// newStream returns the deterministic byte stream DOWN sends.
-func newStream(seed uint64) io.Reader {
+// xdpStream returns the deterministic byte stream DOWN sends.
+func xdpStream(seed uint64) io.Reader {
 	var key [32]byte
 	for i := range 8 {
 		key[i] = byte(seed >> (8 * i))
@@ -206,22 +206,22 @@ func newStream(seed uint64) io.Reader {
 	return rand.NewChaCha8(key)
 }
 
-// userspaceProxy stands in for the userspace engine on the VIP: accept,
+// xdpUserspaceProxy stands in for the userspace engine on the VIP: accept,
 // dial a real, write a PROXY v2 header, copy both ways.
-type userspaceProxy struct {
+type xdpUserspaceProxy struct {
 	ln       net.Listener
 	real     string
 	accepted atomic.Int64
 	wg       sync.WaitGroup
 }
 
-func startUserspaceProxy(t *testing.T, ns netns.NsHandle, listen, real string) *userspaceProxy {
+func startXDPUserspaceProxy(t *testing.T, ns netns.NsHandle, listen, real string) *xdpUserspaceProxy {
 	t.Helper()
 	ln, err := listenIn(ns, listen)
 	if err != nil {
 		t.Fatalf("userspace proxy listen %s: %v", listen, err)
 	}
-	u := &userspaceProxy{ln: ln, real: real}
+	u := &xdpUserspaceProxy{ln: ln, real: real}
 	u.wg.Add(1)
 	go func() {
 		defer u.wg.Done()
@@ -245,7 +245,7 @@ func startUserspaceProxy(t *testing.T, ns netns.NsHandle, listen, real string) *
 	return u
 }
 
-func (u *userspaceProxy) proxy(ns netns.NsHandle, c net.Conn) {
+func (u *xdpUserspaceProxy) proxy(ns netns.NsHandle, c net.Conn) {
 	defer c.Close()
 	var r net.Conn
 	err := inNS(ns, func() error {
