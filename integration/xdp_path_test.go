@@ -42,6 +42,7 @@ const (
 // kernel. Every veth peer runs an XDP program, because native XDP on a veth
 // delivers redirected frames only then; the L7 peers run the one-time drop.
 type xdpNet struct {
+	prefix            string // of the namespace names
 	cli, l4, l7a, l7b netns.NsHandle
 	pinDir            string
 	dp                *xdp.Dataplane
@@ -52,16 +53,19 @@ type xdpNet struct {
 
 var l4Ifaces = []string{"tgxl4c", "tgxl4a", "tgxl4b"}
 
-func newXDPNet(t *testing.T) *xdpNet {
+// newXDPNet builds the topology. With withDataplane, the test process
+// itself opens the XDP dataplane in the L4 namespace.
+func newXDPNet(t *testing.T, withDataplane bool) *xdpNet {
 	t.Helper()
 	requirePrivileged(t)
 
 	prefix := fmt.Sprintf("tgx-%d-", os.Getpid())
 	n := &xdpNet{
-		cli: newNamedNS(t, prefix+"cli"),
-		l4:  newNamedNS(t, prefix+"l4"),
-		l7a: newNamedNS(t, prefix+"l7a"),
-		l7b: newNamedNS(t, prefix+"l7b"),
+		prefix: prefix,
+		cli:    newNamedNS(t, prefix+"cli"),
+		l4:     newNamedNS(t, prefix+"l4"),
+		l7a:    newNamedNS(t, prefix+"l7a"),
+		l7b:    newNamedNS(t, prefix+"l7b"),
 	}
 	vethPair(t, n.cli, "tgxc", "10.201.0.2/24", n.l4, "tgxl4c", "10.201.0.1/24")
 	vethPair(t, n.l7a, "tgxa", l7aHost+"/24", n.l4, "tgxl4a", "10.201.1.1/24")
@@ -109,15 +113,19 @@ func newXDPNet(t *testing.T) *xdpNet {
 	trusted := []string{snatHost, "10.201.1.1", "10.201.2.1"}
 	n.nodes[0] = startXDPNode(t, n.l7a, "l7a", trusted)
 	n.nodes[1] = startXDPNode(t, n.l7b, "l7b", trusted)
-	n.userspace = startXDPUserspaceProxy(t, n.l4, vipHost+":80", l7aHost+":8080")
+	if withDataplane {
+		n.userspace = startXDPUserspaceProxy(t, n.l4, vipHost+":80", l7aHost+":8080")
+	}
 
 	n.pinDir = mountBPFFS(t) + "/tidegate"
-	n.open(t)
-	t.Cleanup(func() {
-		if n.dp != nil {
-			n.dp.Close(true)
-		}
-	})
+	if withDataplane {
+		n.open(t)
+		t.Cleanup(func() {
+			if n.dp != nil {
+				n.dp.Close(true)
+			}
+		})
+	}
 	t.Cleanup(func() {
 		for _, node := range n.nodes {
 			select {
@@ -267,7 +275,7 @@ func xdpWho(t *testing.T, c *net.TCPConn) []string {
 }
 
 func TestXDPPath(t *testing.T) {
-	n := newXDPNet(t)
+	n := newXDPNet(t, true)
 	const big = 50 << 20
 
 	t.Run("upload 50 MiB", func(t *testing.T) {
