@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/vishvananda/netns"
 )
 
 const xdpAdmin = "127.0.0.1:9911"
@@ -41,18 +43,27 @@ l4:
 // its admin listener reports ready.
 func (n *xdpNet) startL4Binary(t *testing.T, cfg string, args ...string) *proc {
 	t.Helper()
-	path := writeFile(t, t.TempDir(), "l4.yaml", cfg)
-	argv := append([]string{"netns", "exec", n.prefix + "l4", tidegateBin, "l4", "--config", path}, args...)
-	p := startCommand(t, "tidegate l4", exec.Command("ip", argv...))
+	return startInNS(t, n.prefix+"l4", n.l4, xdpAdmin, "tidegate l4", append([]string{"l4", "--config", writeFile(t, t.TempDir(), "l4.yaml", cfg)}, args...)...)
+}
+
+// startInNS runs the tidegate binary inside the named namespace and, when
+// admin is set, waits until GET /readyz there returns 200.
+func startInNS(t *testing.T, nsName string, ns netns.NsHandle, admin, name string, args ...string) *proc {
+	t.Helper()
+	argv := append([]string{"netns", "exec", nsName, tidegateBin}, args...)
+	p := startCommand(t, name, exec.Command("ip", argv...))
+	if admin == "" {
+		return p
+	}
 
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		code, _ := n.adminGet("/readyz")
+		code, _ := httpGetIn(ns, admin, "/readyz")
 		if code == http.StatusOK {
 			return p
 		}
 		if p.exited() || time.Now().After(deadline) {
-			t.Fatalf("tidegate l4 not ready (exited: %v)\n%s", p.exited(), p.out.String())
+			t.Fatalf("%s not ready (exited: %v)\n%s", name, p.exited(), p.out.String())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -60,11 +71,16 @@ func (n *xdpNet) startL4Binary(t *testing.T, cfg string, args ...string) *proc {
 
 // adminGet fetches a path from the admin listener inside the L4 namespace.
 func (n *xdpNet) adminGet(path string) (int, string) {
-	tr := &http.Transport{DialContext: func(ctx context.Context, _, addr string) (net.Conn, error) {
-		return dialIn(n.l4, netip.MustParseAddrPort(addr))
-	}}
+	return httpGetIn(n.l4, xdpAdmin, path)
+}
+
+// httpGetIn sends GET http://addr/path from a socket in ns.
+func httpGetIn(ns netns.NsHandle, addr, path string) (int, string) {
+	tr := &http.Transport{DialContext: func(ctx context.Context, _, a string) (net.Conn, error) {
+		return dialIn(ns, netip.MustParseAddrPort(a))
+	}, DisableKeepAlives: true}
 	defer tr.CloseIdleConnections()
-	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("http://" + xdpAdmin + path)
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("http://" + addr + path)
 	if err != nil {
 		return 0, ""
 	}

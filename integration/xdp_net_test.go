@@ -228,3 +228,20 @@ func listenIn(ns netns.NsHandle, addr string) (net.Listener, error) {
 	})
 	return ln, err
 }
+
+// loopbackUp brings up lo in ns, for services bound to 127.0.0.1 there.
+func loopbackUp(t *testing.T, ns netns.NsHandle) {
+	t.Helper()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		t.Fatalf("set lo up: %v", err)
+	}
+}

@@ -72,6 +72,9 @@ func newXDPNet(t *testing.T, withDataplane bool) *xdpNet {
 	vethPair(t, n.l7b, "tgxb", l7bHost+"/24", n.l4, "tgxl4b", "10.201.2.1/24")
 	addAddr(t, n.l4, "tgxl4c", vipHost+"/32")
 	addAddr(t, n.l4, "lo", snatHost+"/32")
+	for _, ns := range []netns.NsHandle{n.cli, n.l7a, n.l7b} {
+		loopbackUp(t, ns)
+	}
 	defaultRoute(t, n.cli, "10.201.0.1")
 	defaultRoute(t, n.l7a, "10.201.1.1")
 	defaultRoute(t, n.l7b, "10.201.2.1")
