@@ -49,7 +49,7 @@ enum stat {
 	STAT_PASS_NO_REAL,
 	STAT_PASS_NO_PORT,
 	STAT_PASS_TABLE_FULL,
-	STAT_PASS_REFUSED,
+	STAT_PASS_NEW_FLOWS_OFF,
 	STAT_PASS_BAD_TCP,
 	STAT_DROP_NO_NEIGH,
 	STAT_DROP_NO_ROUTE,
@@ -61,7 +61,7 @@ enum stat {
 
 /* Bits of lb_config.flags. */
 enum config_flag {
-	CONFIG_REFUSE_NEW = 1, /* hand every new flow to the kernel */
+	CONFIG_NEW_FLOWS_OFF = 1, /* hand every new flow to the kernel */
 };
 
 /* Runtime settings, slot 0 of the config array. */

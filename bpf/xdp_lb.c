@@ -483,8 +483,8 @@ static __always_inline int new_flow(struct pkt *p, void *data_end, const struct 
 	__u32 zero = 0;
 	struct lb_config *cfg = bpf_map_lookup_elem(&config, &zero);
 
-	if (!cfg || !cfg->snat_addr || (cfg->flags & CONFIG_REFUSE_NEW))
-		return STAT_PASS_REFUSED;
+	if (!cfg || !cfg->snat_addr || (cfg->flags & CONFIG_NEW_FLOWS_OFF))
+		return STAT_PASS_NEW_FLOWS_OFF;
 	if (p->payload_len)
 		return STAT_PASS_SYN_DATA;
 	if (has_fastopen(p, data_end))
@@ -595,9 +595,9 @@ int xdp_lb(struct xdp_md *ctx)
 	void *data_end = (void *)(long)ctx->data_end;
 	struct pkt p = {};
 
-	int why = parse_tcp4(ctx, &p);
-	if (why >= 0) {
-		count(why, 1);
+	int reason = parse_tcp4(ctx, &p);
+	if (reason >= 0) {
+		count(reason, 1);
 		return XDP_PASS;
 	}
 
@@ -625,9 +625,9 @@ int xdp_lb(struct xdp_md *ctx)
 			count(STAT_PASS_NO_FLOW, 1);
 			return XDP_PASS;
 		}
-		why = new_flow(&p, data_end, vip);
-		if (why >= 0) {
-			count(why, 1);
+		reason = new_flow(&p, data_end, vip);
+		if (reason >= 0) {
+			count(reason, 1);
 			return XDP_PASS;
 		}
 		f = bpf_map_lookup_elem(&flows, &key);

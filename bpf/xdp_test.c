@@ -1,7 +1,7 @@
 //go:build ignore
 
 /* Test-only XDP programs: a pass-through for veth peers, and a one-time
- * drop that stands in for packet loss on kernels without netem. */
+ * drop that simulates packet loss on kernels without netem. */
 
 #include <linux/bpf.h>
 #include <linux/if_ether.h>

@@ -18,7 +18,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 
 	"github.com/tidegate/tidegate/l4/maglev"
 	"github.com/tidegate/tidegate/l4/xdp"
@@ -281,6 +283,29 @@ func TestXDPPath(t *testing.T) {
 	n := newXDPNet(t, true)
 	const big = 50 << 20
 
+	t.Run("managed neighbours for reals", func(t *testing.T) {
+		h, err := netlink.NewHandleAt(n.l4)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer h.Close()
+		neighs, err := h.NeighList(0, unix.AF_INET)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, real := range []string{l7aHost, l7bHost} {
+			found := false
+			for _, nb := range neighs {
+				if nb.IP.String() == real && nb.FlagsExt&netlink.NTF_EXT_MANAGED != 0 {
+					found = true
+				}
+			}
+			if !found {
+				t.Errorf("no managed neighbour entry for real %s in the L4 namespace", real)
+			}
+		}
+	})
+
 	t.Run("upload 50 MiB", func(t *testing.T) {
 		before := n.stats(t)
 		xdpUpload(t, n.dial(t, 80), big, 1)
@@ -408,7 +433,7 @@ func TestXDPPath(t *testing.T) {
 				}
 			}()
 		}
-		// Wait until every goroutine has its answer, then release.
+		// Wait until every goroutine has its reply, then release.
 		deadline := time.Now().Add(2 * time.Minute)
 		for {
 			mu.Lock()
@@ -454,28 +479,28 @@ func TestXDPPath(t *testing.T) {
 		xdpWho(t, c)
 	})
 
-	t.Run("refused flows reach userspace", func(t *testing.T) {
+	t.Run("new flows off reach userspace", func(t *testing.T) {
 		if got := n.userspace.accepted.Load(); got != 0 {
 			t.Errorf("userspace proxy accepted %d connections while XDP took every flow, want 0", got)
 		}
-		if err := n.dp.SetRefuseNewFlows(true); err != nil {
+		if err := n.dp.SetNewFlows(false); err != nil {
 			t.Fatal(err)
 		}
-		defer n.dp.SetRefuseNewFlows(false)
+		defer n.dp.SetNewFlows(true)
 		before := n.stats(t)
 
 		c := n.dial(t, 80)
 		f := xdpWho(t, c)
 		xdpUpload(t, c, 1<<20, 7)
 		if f[2] != "l7a" {
-			t.Errorf("refused flow reached %s, want l7a through the userspace proxy", f[2])
+			t.Errorf("flow with new flows off reached %s, want l7a through the userspace proxy", f[2])
 		}
 		if got := n.userspace.accepted.Load(); got != 1 {
 			t.Errorf("userspace proxy accepted %d connections, want 1", got)
 		}
 		after := n.stats(t)
-		if after["pass/refused"] != before["pass/refused"]+1 {
-			t.Errorf("pass/refused went from %d to %d, want +1", before["pass/refused"], after["pass/refused"])
+		if after["pass/new_flows_off"] != before["pass/new_flows_off"]+1 {
+			t.Errorf("pass/new_flows_off went from %d to %d, want +1", before["pass/new_flows_off"], after["pass/new_flows_off"])
 		}
 		if after["new_flows"] != before["new_flows"] {
 			t.Errorf("new_flows went from %d to %d, want no XDP flow", before["new_flows"], after["new_flows"])

@@ -341,9 +341,10 @@ func (d *Dataplane) linkPin(ifname string) string {
 	return filepath.Join(d.cfg.PinPath, "links", ifname)
 }
 
-// SetRefuseNewFlows makes the program hand every new flow to the kernel
-// (and so to the userspace engine) while on. Established flows continue.
-func (d *Dataplane) SetRefuseNewFlows(on bool) error {
+// SetNewFlows turns new XDP flows on or off. While off, the program hands
+// every new flow to the kernel, and so to the userspace engine; established
+// flows continue.
+func (d *Dataplane) SetNewFlows(enabled bool) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 
@@ -351,10 +352,10 @@ func (d *Dataplane) SetRefuseNewFlows(on bool) error {
 	if err := d.objs.Config.Lookup(uint32(0), &c); err != nil {
 		return fmt.Errorf("xdp: read config: %w", err)
 	}
-	if on {
-		c.Flags |= uint32(lbConfigFlagCONFIG_REFUSE_NEW)
+	if enabled {
+		c.Flags &^= uint32(lbConfigFlagCONFIG_NEW_FLOWS_OFF)
 	} else {
-		c.Flags &^= uint32(lbConfigFlagCONFIG_REFUSE_NEW)
+		c.Flags |= uint32(lbConfigFlagCONFIG_NEW_FLOWS_OFF)
 	}
 	if err := d.objs.Config.Update(uint32(0), &c, ebpf.UpdateAny); err != nil {
 		return fmt.Errorf("xdp: write config: %w", err)

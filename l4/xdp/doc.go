@@ -5,8 +5,8 @@
 // Maglev table, takes a source port for the SNAT address from a free-port
 // queue and records the flow in both directions. The program inserts a PROXY
 // v2 header at the start of the client's stream and moves sequence and
-// acknowledgment numbers by its length, so the real sees what the userspace
-// engine would send. Whatever the program cannot handle, it passes to the
+// acknowledgment numbers by its length, so the real receives the bytes the
+// userspace engine would send. Whatever the program cannot handle, it passes to the
 // kernel, where the userspace engine listening on the same VIP takes it.
 //
 // [Dataplane] is the whole API; the generated lb* types stay inside the

@@ -8,9 +8,9 @@ import (
 )
 
 // FuzzProgram feeds segments with arbitrary flags, numbers, options and
-// payloads through an established flow in both directions, and checks that
-// every frame the program sends on has valid checksums and keeps the
-// client's bytes, and that every frame it passes is untouched.
+// payloads through an established flow in both directions. Every frame the
+// program forwards must have valid checksums and the sender's payload, and
+// every frame it passes must be untouched.
 func FuzzProgram(f *testing.F) {
 	f.Add(true, uint8(flagACK), uint32(1), uint32(1), []byte{}, []byte("hello"))
 	f.Add(true, uint8(flagACK|flagPSH), uint32(1), uint32(1), []byte{1, 1, 8, 10, 0, 0, 0, 1, 0, 0, 0, 2}, []byte("x"))

@@ -16,7 +16,7 @@ import (
 type lbConfigFlag uint32
 
 const (
-	lbConfigFlagCONFIG_REFUSE_NEW lbConfigFlag = 1
+	lbConfigFlagCONFIG_NEW_FLOWS_OFF lbConfigFlag = 1
 )
 
 type lbFlow struct {
@@ -81,31 +81,31 @@ type lbReal struct {
 type lbStat uint32
 
 const (
-	lbStatSTAT_FWD_PACKETS      lbStat = 0
-	lbStatSTAT_FWD_BYTES        lbStat = 1
-	lbStatSTAT_REV_PACKETS      lbStat = 2
-	lbStatSTAT_REV_BYTES        lbStat = 3
-	lbStatSTAT_NEW_FLOWS        lbStat = 4
-	lbStatSTAT_HEADER_INSERTS   lbStat = 5
-	lbStatSTAT_FLOWS_CLOSED     lbStat = 6
-	lbStatSTAT_PASS_NOT_IPV4    lbStat = 7
-	lbStatSTAT_PASS_NOT_TCP     lbStat = 8
-	lbStatSTAT_PASS_IP_OPTIONS  lbStat = 9
-	lbStatSTAT_PASS_FRAGMENT    lbStat = 10
-	lbStatSTAT_PASS_NO_FLOW     lbStat = 11
-	lbStatSTAT_PASS_SYN_DATA    lbStat = 12
-	lbStatSTAT_PASS_FAST_OPEN   lbStat = 13
-	lbStatSTAT_PASS_NO_REAL     lbStat = 14
-	lbStatSTAT_PASS_NO_PORT     lbStat = 15
-	lbStatSTAT_PASS_TABLE_FULL  lbStat = 16
-	lbStatSTAT_PASS_REFUSED     lbStat = 17
-	lbStatSTAT_PASS_BAD_TCP     lbStat = 18
-	lbStatSTAT_DROP_NO_NEIGH    lbStat = 19
-	lbStatSTAT_DROP_NO_ROUTE    lbStat = 20
-	lbStatSTAT_DROP_FRAG_NEEDED lbStat = 21
-	lbStatSTAT_DROP_NO_TX_PORT  lbStat = 22
-	lbStatSTAT_DROP_HEADROOM    lbStat = 23
-	lbStatSTAT_MAX              lbStat = 24
+	lbStatSTAT_FWD_PACKETS        lbStat = 0
+	lbStatSTAT_FWD_BYTES          lbStat = 1
+	lbStatSTAT_REV_PACKETS        lbStat = 2
+	lbStatSTAT_REV_BYTES          lbStat = 3
+	lbStatSTAT_NEW_FLOWS          lbStat = 4
+	lbStatSTAT_HEADER_INSERTS     lbStat = 5
+	lbStatSTAT_FLOWS_CLOSED       lbStat = 6
+	lbStatSTAT_PASS_NOT_IPV4      lbStat = 7
+	lbStatSTAT_PASS_NOT_TCP       lbStat = 8
+	lbStatSTAT_PASS_IP_OPTIONS    lbStat = 9
+	lbStatSTAT_PASS_FRAGMENT      lbStat = 10
+	lbStatSTAT_PASS_NO_FLOW       lbStat = 11
+	lbStatSTAT_PASS_SYN_DATA      lbStat = 12
+	lbStatSTAT_PASS_FAST_OPEN     lbStat = 13
+	lbStatSTAT_PASS_NO_REAL       lbStat = 14
+	lbStatSTAT_PASS_NO_PORT       lbStat = 15
+	lbStatSTAT_PASS_TABLE_FULL    lbStat = 16
+	lbStatSTAT_PASS_NEW_FLOWS_OFF lbStat = 17
+	lbStatSTAT_PASS_BAD_TCP       lbStat = 18
+	lbStatSTAT_DROP_NO_NEIGH      lbStat = 19
+	lbStatSTAT_DROP_NO_ROUTE      lbStat = 20
+	lbStatSTAT_DROP_FRAG_NEEDED   lbStat = 21
+	lbStatSTAT_DROP_NO_TX_PORT    lbStat = 22
+	lbStatSTAT_DROP_HEADROOM      lbStat = 23
+	lbStatSTAT_MAX                lbStat = 24
 )
 
 type lbVipKey struct {

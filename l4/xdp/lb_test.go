@@ -533,8 +533,8 @@ func TestPassReasons(t *testing.T) {
 		{name: "IPv6", frame: ipv6, reason: "pass/not_ipv4"},
 		{name: "UDP", frame: syn(segment{proto: 17}), reason: "pass/not_tcp"},
 		{name: "bad data offset", frame: syn(segment{tcpLen: 16}), reason: "pass/bad_tcp"},
-		{name: "refused", frame: syn(segment{}), reason: "pass/refused", setup: func(t *testing.T, d *Dataplane) {
-			if err := d.SetRefuseNewFlows(true); err != nil {
+		{name: "new flows off", frame: syn(segment{}), reason: "pass/new_flows_off", setup: func(t *testing.T, d *Dataplane) {
+			if err := d.SetNewFlows(false); err != nil {
 				t.Fatal(err)
 			}
 		}},

@@ -9,13 +9,13 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// keepNeighbours asks the kernel to keep the neighbour entries of the reals
-// resolved. bpf_fib_lookup only reads the neighbour table, and the program
-// consumes the packets that would otherwise make the kernel resolve them,
-// so without this step flows to a real would be dropped with no_neigh.
-// A managed entry (NTF_EXT_MANAGED, Linux 5.16 and later) is re-probed by
-// the kernel on its own. Failures are logged, not returned: the kernel
-// still resolves the real when the L4 itself talks to it.
+// keepNeighbours installs managed neighbour entries (NTF_EXT_MANAGED,
+// Linux 5.16 and later) for the reals' next hops, which the kernel then
+// keeps resolved on its own. bpf_fib_lookup only reads the neighbour table,
+// and the program consumes the packets that would otherwise make the
+// kernel resolve a real, so without these entries flows to a real would be
+// dropped as no_neigh. Failures are logged, not returned, because the
+// kernel still resolves a real when the L4 itself connects to it.
 func (d *Dataplane) keepNeighbours(reals []netip.AddrPort) {
 	if d.neigh == nil {
 		return

@@ -123,6 +123,7 @@ func parseSegment(b []byte) (segment, error) {
 	if binary.BigEndian.Uint16(b[12:]) != 0x0800 {
 		return s, errors.New("not IPv4")
 	}
+
 	ip := b[14:]
 	ihl := int(ip[0]&0xf) * 4
 	tot := int(binary.BigEndian.Uint16(ip[2:]))
@@ -132,6 +133,7 @@ func parseSegment(b []byte) (segment, error) {
 	if c := checksum(0, ip[:ihl]); c != 0xffff {
 		return s, fmt.Errorf("IPv4 header checksum wrong (sum %#04x)", c)
 	}
+
 	var src, dst [4]byte
 	copy(src[:], ip[12:16])
 	copy(dst[:], ip[16:20])
@@ -139,6 +141,7 @@ func parseSegment(b []byte) (segment, error) {
 	if c := tcpChecksum(src, dst, tcp); c != 0xffff {
 		return s, fmt.Errorf("TCP checksum wrong (sum %#04x)", c)
 	}
+
 	doff := int(tcp[12]>>4) * 4
 	s.src = netip.AddrPortFrom(netip.AddrFrom4(src), binary.BigEndian.Uint16(tcp[0:]))
 	s.dst = netip.AddrPortFrom(netip.AddrFrom4(dst), binary.BigEndian.Uint16(tcp[2:]))

@@ -1,8 +1,8 @@
 //go:build linux
 
-// Package xdptest holds XDP programs for tests of the balancer: a
-// pass-through for veth peers and a one-time drop that stands in for
-// packet loss on kernels without netem.
+// Package xdptest contains XDP programs for tests of the balancer: a
+// pass-through for veth peers, and a one-time drop that simulates packet
+// loss on kernels without netem.
 package xdptest
 
 import (
