@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -126,6 +127,9 @@ func (s *Server) Reload(f *config.File) error {
 	defer s.mu.Unlock()
 	if f.L4.Dataplane.Mode != s.cfg.Dataplane.Mode {
 		return fmt.Errorf("l4: dataplane.mode changed from %q to %q, which needs a restart", s.cfg.Dataplane.Mode, f.L4.Dataplane.Mode)
+	}
+	if !reflect.DeepEqual(f.L4.Dataplane, s.cfg.Dataplane) {
+		return errors.New("l4: dataplane settings changed, which needs a restart (the XDP maps and links are sized and attached at start)")
 	}
 	if err := s.engine.Prepare(addresses(f.L4)); err != nil {
 		return fmt.Errorf("l4: %w", err)

@@ -151,12 +151,23 @@ func Open(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Dataplan
 		return nil, err
 	}
 
+	// Interfaces first: a missing one is the most likely error, and
+	// finding it needs no BPF.
+	ifaces := make([]*net.Interface, 0, len(cfg.Interfaces))
+	for _, name := range cfg.Interfaces {
+		iface, err := net.InterfaceByName(name)
+		if err != nil {
+			return nil, fmt.Errorf("xdp: find interface %s: %w", name, err)
+		}
+		ifaces = append(ifaces, iface)
+	}
+
 	d, err := load(cfg, logger)
 	if err != nil {
 		return nil, err
 	}
 
-	if err := d.attach(); err != nil {
+	if err := d.attach(ifaces); err != nil {
 		d.closeObjects()
 		return nil, err
 	}
@@ -272,7 +283,7 @@ func (d *Dataplane) initConfig() error {
 	return nil
 }
 
-func (d *Dataplane) attach() error {
+func (d *Dataplane) attach(ifaces []*net.Interface) error {
 	flags := link.XDPDriverMode
 	mode := "native"
 	if d.cfg.Generic {
@@ -280,11 +291,8 @@ func (d *Dataplane) attach() error {
 		mode = "generic"
 	}
 
-	for _, name := range d.cfg.Interfaces {
-		iface, err := net.InterfaceByName(name)
-		if err != nil {
-			return fmt.Errorf("xdp: find interface %s: %w", name, err)
-		}
+	for _, iface := range ifaces {
+		name := iface.Name
 		d.ifaces = append(d.ifaces, iface)
 
 		if err := d.objs.TxPorts.Update(uint32(iface.Index), uint32(iface.Index), ebpf.UpdateAny); err != nil {
