@@ -12,6 +12,7 @@ import (
 	"github.com/pires/go-proxyproto"
 
 	"github.com/tidegate/tidegate/l4/maglev"
+	"github.com/tidegate/tidegate/l4/proxyheader"
 )
 
 const (
@@ -256,6 +257,27 @@ func TestHeaderIntoPureACK(t *testing.T) {
 	ack2 := c2.forward(segment{seq: c2.isn + 1, ack: c2.rISN + 1, flags: flagACK})
 	if uid2 := checkHeader(t, ack2.payload, c2.client); bytes.Equal(uid, uid2) {
 		t.Errorf("two connections share the unique ID %x", uid)
+	}
+}
+
+func TestHeaderMatchesUserspaceEngine(t *testing.T) {
+	tn := newTestNet(t)
+	d := tn.load(t, Config{})
+	setTestVIP(t, d, false)
+	c := newConn(t, tn, d, 50012)
+	c.open()
+
+	ack := c.forward(segment{seq: c.isn + 1, ack: c.rISN + 1, flags: flagACK})
+	uid := checkHeader(t, ack.payload, c.client)
+	if len(uid) != proxyheader.IDLen {
+		t.Fatalf("unique ID of %d bytes, want %d", len(uid), proxyheader.IDLen)
+	}
+	want, err := proxyheader.Build(2, c.client, vip, proxyheader.ID(uid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(ack.payload, want) {
+		t.Errorf("XDP header differs from the userspace engine's for the same ID:\nxdp       %x\nuserspace %x", ack.payload, want)
 	}
 }
 
