@@ -64,6 +64,8 @@ func (d *Dataplane) Sweep() (SweepResult, error) {
 		f       lbFlow
 	)
 
+	// TODO: read the table with batch lookups once it holds more than a
+	// few thousand flows; one lookup per entry costs a system call each.
 	it := d.objs.Flows.Iterate()
 	for it.Next(&key, &f) {
 		if lbFlowDir(f.Dir) != lbFlowDirFLOW_FORWARD {
