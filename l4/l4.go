@@ -52,9 +52,9 @@ func New(f *config.File, logger *slog.Logger, adm *admin.Server) (*Server, error
 	return &Server{logger: logger, balancer: b, engine: eng, cfg: f.L4, reg: adm.Registry, engines: b.m.engine}, nil
 }
 
-// SetDetach decides what Drain does with the XDP engine: with detach true
-// it removes the program and its pinned maps, with false (the default) it
-// leaves them attached so that established XDP connections keep flowing
+// SetDetach decides what Drain does with the XDP engine. With detach true
+// it removes the program and its pinned maps. With false, the default, it
+// leaves them attached, so that established XDP connections keep flowing
 // until the next start takes them over.
 func (s *Server) SetDetach(detach bool) {
 	s.mu.Lock()
@@ -64,7 +64,7 @@ func (s *Server) SetDetach(detach bool) {
 
 // startFastPath attaches the XDP engine for dataplane.mode xdp or auto. In
 // auto mode a failure is logged and the userspace engine carries
-// everything; in xdp mode it is returned.
+// everything. In xdp mode the failure is returned.
 func (s *Server) startFastPath() error {
 	mode := s.cfg.Dataplane.Mode
 	if mode == "userspace" {
