@@ -383,6 +383,31 @@ func TestXDPPath(t *testing.T) {
 		}
 	})
 
+	t.Run("server-first with lost handshake ACK", func(t *testing.T) {
+		// The client sends nothing before the banner, so after the drop
+		// the header can only come with the client's next pure ACK,
+		// which answers the real's retransmitted SYN-ACK.
+		before, _ := n.progs.Dropped()
+		if err := n.progs.DropNext(1, 8081, xdp.HeaderLen, xdp.HeaderLen); err != nil {
+			t.Fatal(err)
+		}
+		c := n.dial(t, 81)
+		br := bufio.NewReader(c)
+		banner, err := br.ReadString('\n')
+		if err != nil || !strings.HasPrefix(banner, "BANNER ") {
+			t.Fatalf("banner %q, %v", banner, err)
+		}
+		io.WriteString(c, "PING\n")
+		line, err := br.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		xdpCheckReply(t, c, line, 3)
+		if after, _ := n.progs.Dropped(); after != before+1 {
+			t.Errorf("drop program dropped %d frames, want 1", after-before)
+		}
+	})
+
 	t.Run("lost first data segment", func(t *testing.T) {
 		before, _ := n.progs.Dropped()
 		if err := n.progs.DropNext(1, 8080, xdp.HeaderLen+1, 65535); err != nil {
