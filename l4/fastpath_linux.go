@@ -23,6 +23,8 @@ type fastPath struct {
 	dp     *xdp.Dataplane
 	logger *slog.Logger
 
+	drainMu sync.Mutex // serializes drains, so tables are installed in order
+
 	mu      sync.Mutex
 	addrs   map[string]config.VIP // VIP name -> configuration
 	pending map[string]*Snapshot  // latest unapplied snapshot per VIP
@@ -96,14 +98,24 @@ func (f *fastPath) run() {
 		case <-f.kick:
 		}
 
-		f.mu.Lock()
-		batch := f.pending
-		f.pending = map[string]*Snapshot{}
-		f.mu.Unlock()
+		f.drain()
+	}
+}
 
-		for _, s := range batch {
-			f.install(s)
-		}
+// drain installs every queued snapshot. Start calls it once after
+// registering the observer, so that the tables are in the maps before the
+// L4 reports ready.
+func (f *fastPath) drain() {
+	f.drainMu.Lock()
+	defer f.drainMu.Unlock()
+
+	f.mu.Lock()
+	batch := f.pending
+	f.pending = map[string]*Snapshot{}
+	f.mu.Unlock()
+
+	for _, s := range batch {
+		f.install(s)
 	}
 }
 

@@ -20,3 +20,4 @@ func startFastPath(*config.L4, *slog.Logger, prometheus.Registerer) (*fastPath, 
 func (f *fastPath) apply(*config.L4)  {}
 func (f *fastPath) observe(*Snapshot) {}
 func (f *fastPath) close(bool) error  { return nil }
+func (f *fastPath) drain()            {}

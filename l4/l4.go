@@ -84,6 +84,7 @@ func (s *Server) startFastPath() error {
 	}
 	s.fast = fp
 	s.balancer.Observe(fp.observe)
+	fp.drain()
 	s.engines.WithLabelValues("xdp").Set(1)
 	s.logger.Info("l4 engine selected", "engine", "xdp", "fallback", "userspace", "mode", mode)
 	return nil
