@@ -45,6 +45,7 @@ const (
 // delivers redirected frames only then; the L7 peers run the one-time drop.
 type xdpNet struct {
 	prefix            string // of the namespace names
+	generic           bool   // attach the dataplane in generic mode
 	cli, l4, l7a, l7b netns.NsHandle
 	pinDir            string
 	dp                *xdp.Dataplane
@@ -148,6 +149,7 @@ func (n *xdpNet) open(t *testing.T) {
 	t.Helper()
 	cfg := xdp.Config{
 		Interfaces:     l4Ifaces,
+		Generic:        n.generic,
 		SNATAddr:       netip.MustParseAddr(snatHost),
 		PortMin:        20000,
 		PortMax:        29999,
