@@ -121,6 +121,7 @@ type Dataplane struct {
 	logger  *slog.Logger
 	objs    lbObjects
 	links   []link.Link
+	created []bool // links[i] was created by this process, not taken over
 	ifaces  []*net.Interface
 	neigh   *netlink.Handle
 	metrics *collector
@@ -299,47 +300,64 @@ func (d *Dataplane) attach(ifaces []*net.Interface) error {
 			return fmt.Errorf("xdp: add %s to tx ports: %w", name, err)
 		}
 
-		l, err := d.attachOne(iface, flags)
+		l, created, err := d.attachOne(iface, flags)
 		if err != nil {
+			d.undoAttach()
 			return fmt.Errorf("xdp: attach to %s in %s mode: %w", name, mode, err)
 		}
 		d.links = append(d.links, l)
+		d.created = append(d.created, created)
 		d.logger.Info("xdp attached", "interface", name, "ifindex", iface.Index, "mode", mode)
 	}
 	return nil
 }
 
+// undoAttach removes the links this call created, so that a failed start
+// leaves no half-attached program behind. Links taken over from pins of an
+// earlier run stay, because they carry its established flows.
+func (d *Dataplane) undoAttach() {
+	for i, l := range d.links {
+		if d.created[i] && d.cfg.PinPath != "" {
+			if err := l.Unpin(); err != nil {
+				d.logger.Warn("unpin link after failed attach", "interface", d.ifaces[i].Name, "err", err)
+			}
+		}
+		l.Close()
+	}
+	d.links, d.created = nil, nil
+}
+
 // attachOne replaces the program of a pinned link from an earlier run, so
 // that packets keep flowing during a restart, or creates and pins a link.
-func (d *Dataplane) attachOne(iface *net.Interface, flags link.XDPAttachFlags) (link.Link, error) {
+func (d *Dataplane) attachOne(iface *net.Interface, flags link.XDPAttachFlags) (l link.Link, created bool, err error) {
 	pin := d.linkPin(iface.Name)
 	if pin != "" {
 		if l, err := link.LoadPinnedLink(pin, nil); err == nil {
 			if err := l.Update(d.objs.XdpLb); err != nil {
 				l.Close()
-				return nil, fmt.Errorf("update pinned link: %w", err)
+				return nil, false, fmt.Errorf("update pinned link: %w", err)
 			}
-			return l, nil
+			return l, false, nil
 		} else if !errors.Is(err, os.ErrNotExist) {
-			return nil, fmt.Errorf("load pinned link: %w", err)
+			return nil, false, fmt.Errorf("load pinned link: %w", err)
 		}
 	}
 
-	l, err := link.AttachXDP(link.XDPOptions{Program: d.objs.XdpLb, Interface: iface.Index, Flags: flags})
+	l, err = link.AttachXDP(link.XDPOptions{Program: d.objs.XdpLb, Interface: iface.Index, Flags: flags})
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	if pin != "" {
 		if err := os.MkdirAll(filepath.Dir(pin), 0o700); err != nil {
 			l.Close()
-			return nil, fmt.Errorf("create pin directory: %w", err)
+			return nil, false, fmt.Errorf("create pin directory: %w", err)
 		}
 		if err := l.Pin(pin); err != nil {
 			l.Close()
-			return nil, fmt.Errorf("pin link: %w", err)
+			return nil, false, fmt.Errorf("pin link: %w", err)
 		}
 	}
-	return l, nil
+	return l, true, nil
 }
 
 func (d *Dataplane) linkPin(ifname string) string {
