@@ -269,7 +269,9 @@ static __always_inline int forward(struct xdp_md *ctx, struct pkt *p, struct flo
 {
 	void *data_end = (void *)(long)ctx->data_end;
 	__u32 seq = bpf_ntohl(p->tcp->seq);
-	int insert = !f->hdr_acked && !p->tcp->syn && seq == f->isn + 1;
+	/* A RST never carries the header: the real most likely holds it
+	 * already, from the handshake ACK, and expects the RST behind it. */
+	int insert = !f->hdr_acked && !p->tcp->syn && !p->tcp->rst && seq == f->isn + 1;
 	__u16 old_tot = p->iph->tot_len;
 	__u16 new_tot = old_tot;
 	__u32 ifindex = 0;

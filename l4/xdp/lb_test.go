@@ -458,6 +458,16 @@ func TestFinAndRstCloseFlow(t *testing.T) {
 		t.Errorf("state after real FIN = %#x, want FIN_REAL", s)
 	}
 
+	// A client RST before the header is acknowledged carries no header
+	// and sits behind it.
+	c3 := newConn(t, tn, d, 50013)
+	c3.open()
+	c3.forward(segment{seq: c3.isn + 1, ack: c3.rISN + 1, flags: flagACK})
+	crst := c3.forward(segment{seq: c3.isn + 1, ack: c3.rISN + 1, flags: flagRST | flagACK})
+	if len(crst.payload) != 0 || crst.seq != c3.isn+1+HeaderLen {
+		t.Errorf("client RST: %d payload bytes at seq %d, want none at %d", len(crst.payload), crst.seq, c3.isn+1+HeaderLen)
+	}
+
 	c2 := newConn(t, tn, d, 50008)
 	c2.open()
 	rst := c2.reverse(segment{seq: c2.rISN + 1, ack: c2.isn + 1, flags: flagRST | flagACK})
@@ -472,8 +482,8 @@ func TestFinAndRstCloseFlow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stats["flows_closed"] != 2 {
-		t.Errorf("flows_closed = %d, want 2", stats["flows_closed"])
+	if stats["flows_closed"] != 3 {
+		t.Errorf("flows_closed = %d, want 3", stats["flows_closed"])
 	}
 }
 
