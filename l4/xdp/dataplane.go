@@ -175,13 +175,16 @@ func Open(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Dataplan
 
 	d.neigh, err = netlink.NewHandle()
 	if err != nil {
-		d.Close(false)
+		d.undoAttach()
+		d.closeObjects()
 		return nil, fmt.Errorf("xdp: open netlink: %w", err)
 	}
 
 	if reg != nil {
 		if err := reg.Register(d.metrics); err != nil {
-			d.Close(false)
+			d.neigh.Close()
+			d.undoAttach()
+			d.closeObjects()
 			return nil, fmt.Errorf("xdp: register metrics: %w", err)
 		}
 	}
