@@ -189,6 +189,8 @@ func Open(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Dataplan
 		}
 	}
 
+	d.keepGateways()
+
 	if cfg.SweepInterval > 0 {
 		d.sweepers.Add(1)
 		go d.sweepLoop()

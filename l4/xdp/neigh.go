@@ -3,6 +3,7 @@
 package xdp
 
 import (
+	"net"
 	"net/netip"
 
 	"github.com/vishvananda/netlink"
@@ -32,16 +33,46 @@ func (d *Dataplane) keepNeighbours(reals []netip.AddrPort) {
 		if rt.Gw != nil {
 			next = rt.Gw
 		}
-		n := &netlink.Neigh{
-			LinkIndex: rt.LinkIndex,
-			Family:    unix.AF_INET,
-			State:     unix.NUD_NONE,
-			Flags:     unix.NTF_EXT_LEARNED,
-			FlagsExt:  netlink.NTF_EXT_MANAGED,
-			IP:        next,
-		}
-		if err := d.neigh.NeighSet(n); err != nil {
+		if err := d.manageNeighbour(rt.LinkIndex, next); err != nil {
 			d.logger.Warn("keep neighbour of real resolved", "real", r.String(), "err", err)
 		}
 	}
+}
+
+// keepGateways installs managed neighbour entries for the IPv4 gateways of
+// routes through the attached interfaces. Replies to clients behind a
+// router leave through such a gateway, and the program consumes the
+// client traffic that would otherwise keep the gateway's entry fresh.
+func (d *Dataplane) keepGateways() {
+	for _, iface := range d.ifaces {
+		l, err := d.neigh.LinkByIndex(iface.Index)
+		if err != nil {
+			d.logger.Warn("list routes for gateways", "interface", iface.Name, "err", err)
+			continue
+		}
+		routes, err := d.neigh.RouteList(l, unix.AF_INET)
+		if err != nil {
+			d.logger.Warn("list routes for gateways", "interface", iface.Name, "err", err)
+			continue
+		}
+		for _, rt := range routes {
+			if rt.Gw == nil {
+				continue
+			}
+			if err := d.manageNeighbour(iface.Index, rt.Gw); err != nil {
+				d.logger.Warn("keep neighbour of gateway resolved", "interface", iface.Name, "gateway", rt.Gw.String(), "err", err)
+			}
+		}
+	}
+}
+
+func (d *Dataplane) manageNeighbour(ifindex int, ip net.IP) error {
+	return d.neigh.NeighSet(&netlink.Neigh{
+		LinkIndex: ifindex,
+		Family:    unix.AF_INET,
+		State:     unix.NUD_NONE,
+		Flags:     unix.NTF_EXT_LEARNED,
+		FlagsExt:  netlink.NTF_EXT_MANAGED,
+		IP:        ip,
+	})
 }
