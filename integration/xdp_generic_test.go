@@ -30,7 +30,7 @@ func xdpAttachMode(t *testing.T, ns netns.NsHandle, name string) uint32 {
 
 func TestXDPGenericMode(t *testing.T) {
 	n := newXDPNet(t, false)
-	// Generic XDP sees the sender's GSO and TSO super-frames, so every
+	// Generic XDP receives the sender's GSO and TSO super-frames, so every
 	// sender segments in software first.
 	for ns, dev := range map[string]string{"cli": "tgxc", "l7a": "tgxa", "l7b": "tgxb"} {
 		nsExec(t, n.prefix+ns, "ethtool", "-K", dev, "tso", "off", "gso", "off")

@@ -60,7 +60,7 @@ type Config struct {
 	// handshake never completed.
 	ClosingTimeout time.Duration
 	// SweepInterval is how often expired flows are removed. Zero disables
-	// the background sweep; [Dataplane.Sweep] still works.
+	// the background sweep, and [Dataplane.Sweep] still works.
 	SweepInterval time.Duration
 }
 
@@ -394,10 +394,11 @@ func (d *Dataplane) SetNewFlows(enabled bool) error {
 	return nil
 }
 
-// Close stops the sweep and releases the objects. With detach false, pinned
-// links and maps stay, so the program keeps forwarding established flows
-// until the next [Open] takes them over. With detach true, it removes the
-// links and pins it created, and the interfaces go back to the kernel.
+// Close stops the sweep and releases the objects. With detach false,
+// pinned links and maps stay, so the program keeps forwarding established
+// flows until the next [Open] takes them over. With detach true, it unpins
+// every link and map, the program detaches, and the interfaces go back to
+// the kernel.
 func (d *Dataplane) Close(detach bool) error {
 	d.mu.Lock()
 	if d.closed {
