@@ -14,12 +14,12 @@ import (
 // the engine), so the page shows exactly what /vips and /metrics show.
 type statusCollector struct {
 	balancer *Balancer
-	engine   string
+	engine   func() string
 	sampler  *status.Sampler
 }
 
 // registerStatus adds /status, /status.json and the page assets to mux.
-func registerStatus(mux status.Mux, b *Balancer, engine string, reg prometheus.Gatherer, logger *slog.Logger) {
+func registerStatus(mux status.Mux, b *Balancer, engine func() string, reg prometheus.Gatherer, logger *slog.Logger) {
 	c := &statusCollector{balancer: b, engine: engine, sampler: status.NewSampler(reg)}
 	status.Register(mux, c.collect, logger)
 }
@@ -34,7 +34,7 @@ func (c *statusCollector) collect() (*status.Document, error) {
 		Generated:         time.Now(),
 		RateWindowSeconds: w.Seconds(),
 		L4: &status.L4{
-			Engine: c.engine,
+			Engine: c.engine(),
 			VIPs:   []status.VIP{},
 			XDP:    status.Counters(w, "tidegate_l4_xdp_"),
 		},
@@ -51,7 +51,7 @@ func (c *statusCollector) vipStatus(v *VIP, w status.Window) status.VIP {
 	out := status.VIP{
 		Name:              vs.Name,
 		Address:           vs.Address,
-		Engine:            c.engine,
+		Engine:            c.engine(),
 		ProxyProtocol:     vs.ProxyProtocol,
 		Affinity:          vs.Affinity,
 		UsableReals:       vs.UsableReals,

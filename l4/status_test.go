@@ -71,7 +71,7 @@ l4:
 		t.Fatal(err)
 	}
 
-	c := &statusCollector{balancer: b, engine: "userspace", sampler: status.NewSampler(reg)}
+	c := &statusCollector{balancer: b, engine: func() string { return "userspace" }, sampler: status.NewSampler(reg)}
 	d, err := c.collect()
 	if err != nil {
 		t.Fatal(err)
@@ -165,7 +165,7 @@ func BenchmarkStatusCollect(b *testing.B) {
 			bytes.WithLabelValues(v.Name, r.Address, "real_to_client").Add(1e7)
 		}
 	}
-	c := &statusCollector{balancer: bal, engine: "userspace", sampler: status.NewSampler(reg)}
+	c := &statusCollector{balancer: bal, engine: func() string { return "userspace" }, sampler: status.NewSampler(reg)}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := c.collect(); err != nil {
