@@ -382,6 +382,13 @@ hold_conns() {
 	HELD="loadgen hold did not finish: $(tail -n 1 "$WORK/hold.log")"
 }
 
+# hold_note prints the first error loadgen hold reported, if any.
+hold_note() {
+	local first
+	first=$(grep -m1 'first error' "$WORK/hold.log" | cut -c1-200 || true)
+	[[ -z $first ]] || printf '; %s' "$first"
+}
+
 scenario_memory() {
 	table "Resident memory (VmRSS of all the proxy's processes)" \
 		"Proxy" "idle MiB" "MiB with connections" "KiB per connection" "connections held" Notes
@@ -392,18 +399,20 @@ scenario_memory() {
 		hold_conns "127.0.0.1:$HTTP_PORT" "$MEM_L7_CONNS" 127.0.0.1
 		sleep 1
 		loaded=$(rss_kib "$L7_PID")
-		row "$p L7" "$(mib "$base")" "$(mib "$loaded")" "$(per_conn "$base" "$loaded" "$HELD")" "$HELD" "idle HTTP/1.1 keep-alive client connections after one request each"
+		row "$p L7" "$(mib "$base")" "$(mib "$loaded")" "$(per_conn "$base" "$loaded" "$HELD")" "$HELD" "idle HTTP/1.1 keep-alive client connections after one request each$(hold_note)"
 		stop_proc "$HOLD_PID"
 		stop_proc "$L7_PID"
 	done
-	srcs=$(IFS=,; echo "${TERMINAL_ADDRS[*]}")
+	# Sources other than 127.0.0.1, where the earlier scenarios left many
+	# connections in TIME_WAIT.
+	srcs=127.0.0.11,127.0.0.12,127.0.0.13,127.0.0.14,127.0.0.15
 	for p in "${PROXIES[@]}"; do
 		start_l4 "$p" $(terminal_reals) || { row "$p L4" "not measured: $SKIP_REASON" "" "" "" ""; continue; }
 		base=$(rss_kib "$L4_PID")
 		hold_conns "127.0.0.1:$L4_PORT" "$MEM_L4_FLOWS" "$srcs"
 		sleep 1
 		loaded=$(rss_kib "$L4_PID")
-		row "$p L4" "$(mib "$base")" "$(mib "$loaded")" "$(per_conn "$base" "$loaded" "$HELD")" "$HELD" "idle flows through the L4, each a client and a real connection"
+		row "$p L4" "$(mib "$base")" "$(mib "$loaded")" "$(per_conn "$base" "$loaded" "$HELD")" "$HELD" "idle flows through the L4, each a client and a real connection$(hold_note)"
 		stop_proc "$HOLD_PID"
 		stop_proc "$L4_PID"
 	done

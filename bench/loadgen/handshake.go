@@ -118,6 +118,10 @@ func handshakeLoad(ctx context.Context, cfg handshakeConfig) handshakeResult {
 		RootCAs:    cfg.Roots,
 		MinVersion: tls.VersionTLS13,
 		NextProtos: []string{"http/1.1"},
+		// OpenSSL 3.0, which nginx and HAProxy use on Debian 12, has no
+		// X25519MLKEM768, so offering only X25519 gives every server the
+		// same key exchange to compute.
+		CurvePreferences: []tls.CurveID{tls.X25519},
 	}
 	if cfg.Resume {
 		tlsConf.ClientSessionCache = tls.NewLRUClientSessionCache(64)

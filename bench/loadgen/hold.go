@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // holdConfig describes one run that opens idle keep-alive connections.
@@ -119,7 +121,11 @@ func holdOpen(ctx context.Context, cfg holdConfig) (conns []net.Conn, errs int, 
 // holdOne opens one connection from src, makes one request and reads the
 // whole response, leaving the connection open and idle.
 func holdOne(addr string, src netip.Addr, request []byte) (net.Conn, error) {
-	d := net.Dialer{Timeout: 5 * time.Second, LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0))}
+	d := net.Dialer{
+		Timeout:   5 * time.Second,
+		LocalAddr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(src, 0)),
+		Control:   bindNoPort,
+	}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		return nil, fmt.Errorf("dial %s from %s: %w", addr, src, err)
@@ -142,6 +148,21 @@ func holdOne(addr string, src netip.Addr, request []byte) (net.Conn, error) {
 	}
 	_ = c.SetDeadline(time.Time{})
 	return c, nil
+}
+
+// bindNoPort sets IP_BIND_ADDRESS_NO_PORT so that binding a source address
+// leaves the port to connect(), which picks one that is free for this
+// destination. Without it, bind() needs a port unused by every socket on the
+// address, TIME_WAIT ones from earlier scenarios included.
+func bindNoPort(_, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_IP, unix.IP_BIND_ADDRESS_NO_PORT, 1)
+	})
+	if err != nil {
+		return err
+	}
+	return serr
 }
 
 // checkLoopback returns an error unless addr is an IPv4 or IPv6 loopback
