@@ -31,7 +31,7 @@ func benchTable(b *testing.B) *Table {
 	return t
 }
 
-func BenchmarkMatch(b *testing.B) {
+func BenchmarkMatchOrder(b *testing.B) {
 	t := benchTable(b)
 	cases := []struct {
 		name, url, want string
