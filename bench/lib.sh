@@ -163,11 +163,14 @@ per_unit() {
 }
 
 # run_once KIND PIDS TARGET ARGS... runs one load of KIND (wrk, handshake
-# or h2load) on CPU 0 against TARGET and sets V_RATE (per second), V_P50
-# and V_P99 (ms; for h2load the mean and standard deviation), V_CPU (CPU
-# microseconds of PIDS and their descendants per request or connection),
-# V_OTHER (percent of CPU 1 busy with other processes), V_ERR (errors the
-# load tool reported) and V_INFO (other facts for the notes).
+# or h2load) on CPU 0 against TARGET and sets these results:
+#   V_RATE   requests or connections per second
+#   V_P50    p50 latency in ms (for h2load, the mean request time)
+#   V_P99    p99 latency in ms (for h2load, its standard deviation)
+#   V_CPU    CPU microseconds of PIDS and their descendants per request
+#   V_OTHER  percent of CPU 1 busy with other processes
+#   V_ERR    errors the load tool reported
+#   V_INFO   other facts for the notes
 run_once() {
 	local kind=$1 pids=$2 target=$3
 	shift 3
@@ -176,6 +179,7 @@ run_once() {
 	before=$(cpu_ticks $pids)
 	busy0=$(cpu1_busy)
 	t0=$(date +%s%N)
+
 	case $kind in
 	wrk)
 		out=$(nice -n "$NICE" taskset -c 0 wrk -t1 -c"$CONNS" -d"$DURATION" --latency "$@" "$target")
@@ -207,6 +211,7 @@ run_once() {
 		;;
 	*) die "run_once: unknown kind $kind" ;;
 	esac
+
 	after=$(cpu_ticks $pids)
 	busy1=$(cpu1_busy)
 	t1=$(date +%s%N)
