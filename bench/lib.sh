@@ -287,14 +287,13 @@ kv() { tr ' ' '\n' <<<"$2" | awk -F= -v k="$1" '$1 == k {print $2}'; }
 table() {
 	local title=$1
 	shift
-	{
-		printf '\n### %s\n\n' "$title"
-		local IFS='|'
-		printf '| %s |\n' "$*" | sed 's/|/ | /g; s/  */ /g'
-		printf '|'
-		printf -- ' --- |%.0s' "$@"
-		printf '\n'
-	} >>"$RESULTS"
+	printf '\n### %s\n\n' "$title" >>"$RESULTS"
+	row "$@"
+	local separator="|" c
+	for c in "$@"; do
+		separator+=" --- |"
+	done
+	echo "$separator" >>"$RESULTS"
 }
 
 # row CELL... appends one table row to the results file.
