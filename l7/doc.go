@@ -66,7 +66,8 @@
 //
 // Access-log fields: a middleware fills in the policy fields of its
 // request's access-log line (rate-limit result, rewritten path, redirect
-// location, fixed response, content encoding) through [LogFields].
+// location, fixed response, content encoding, cache result) through
+// [LogFields].
 //
 // Listener settings: [ListenerConfig] returns the configuration of the
 // listener that received a request, for limits that a pre-routing wrapper

@@ -67,6 +67,11 @@ type l7Cache struct {
 // a reload can enable it and so that purge requests get a reply.
 func newL7Cache(cfg *config.L7, logger *slog.Logger, adm *admin.Server) (*l7Cache, error) {
 	cc := cache.ConfigFrom(cfg.Cache)
+	cc.OnResult = func(r *http.Request, result string) {
+		if f := l7.LogFields(r); f != nil {
+			f.Cache = result
+		}
+	}
 	// A nil Registerer skips registration. A nil *prometheus.Registry would
 	// not, so the interface stays nil without an admin server.
 	var reg prometheus.Registerer

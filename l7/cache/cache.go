@@ -27,7 +27,31 @@ type Config struct {
 	// RefreshTimeout bounds a background refresh started by
 	// stale-while-revalidate. Zero means 30s.
 	RefreshTimeout time.Duration
+	// OnResult, when set, receives the cache result for a request on a
+	// caching route: one of the Result constants. It runs once per
+	// response, on the goroutine serving r and before the response
+	// header is sent, and never for background refreshes.
+	OnResult func(r *http.Request, result string)
 }
+
+// Results passed to [Config.OnResult].
+const (
+	// ResultHit is a fresh stored response.
+	ResultHit = "hit"
+	// ResultMiss is a response from upstream, stored or not. A request
+	// that no stored response may satisfy (with no-cache, say) is a miss.
+	ResultMiss = "miss"
+	// ResultStale is a stale stored response, served under
+	// stale-while-revalidate, stale-if-error or the request's max-stale.
+	ResultStale = "stale"
+	// ResultRevalidated is a stored response that upstream confirmed with
+	// a 304.
+	ResultRevalidated = "revalidated"
+	// ResultBypass is a request the cache passed on without looking: an
+	// upgrade, a GET with a body, a request with no-store, or a method
+	// other than GET and HEAD.
+	ResultBypass = "bypass"
+)
 
 // RoutePolicy is the cache configuration of one route.
 type RoutePolicy struct {
@@ -89,6 +113,7 @@ type Cache struct {
 	name           string
 	now            func() time.Time
 	refreshTimeout time.Duration
+	onResult       func(r *http.Request, result string)
 	logger         *slog.Logger
 	store          *store
 	metrics        *metrics
@@ -112,6 +137,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Cache, er
 		name:           cfg.Name,
 		now:            cfg.Now,
 		refreshTimeout: cfg.RefreshTimeout,
+		onResult:       cfg.OnResult,
 		logger:         logger.With("component", "cache"),
 		refreshing:     map[string]bool{},
 	}
