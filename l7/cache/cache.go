@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -32,6 +33,11 @@ type Config struct {
 	// response, on the goroutine serving r and before the response
 	// header is sent, and never for background refreshes.
 	OnResult func(r *http.Request, result string)
+	// DetachContext, when set, derives the context of a background refresh
+	// from the context of the request that started it. It must drop the
+	// cancellation, and it should drop per-request state that the
+	// upstream handler writes to. Nil means context.WithoutCancel.
+	DetachContext func(context.Context) context.Context
 }
 
 // Results passed to [Config.OnResult].
@@ -114,6 +120,7 @@ type Cache struct {
 	now            func() time.Time
 	refreshTimeout time.Duration
 	onResult       func(r *http.Request, result string)
+	detach         func(context.Context) context.Context
 	logger         *slog.Logger
 	store          *store
 	metrics        *metrics
@@ -138,6 +145,7 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Cache, er
 		now:            cfg.Now,
 		refreshTimeout: cfg.RefreshTimeout,
 		onResult:       cfg.OnResult,
+		detach:         cfg.DetachContext,
 		logger:         logger.With("component", "cache"),
 		refreshing:     map[string]bool{},
 	}
@@ -147,6 +155,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Cache, er
 	}
 	if c.now == nil {
 		c.now = time.Now
+	}
+	if c.detach == nil {
+		c.detach = context.WithoutCancel
 	}
 	if c.refreshTimeout <= 0 {
 		c.refreshTimeout = 30 * time.Second
@@ -218,6 +229,23 @@ func (c *Cache) Resize(maxBytes int64) error {
 
 // Wait blocks until background refreshes started so far have finished.
 func (c *Cache) Wait() { c.background.Wait() }
+
+// WaitContext waits like [Cache.Wait] until the background refreshes end or
+// ctx is done, and then returns ctx's error. Refreshes still running at
+// that point go on until they end or reach the refresh timeout.
+func (c *Cache) WaitContext(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		c.background.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // Stats returns the bytes and entries stored.
 func (c *Cache) Stats() (bytes int64, entries int) { return c.store.stats() }

@@ -535,7 +535,7 @@ func (h *handler) refreshInBackground(r *http.Request, k requestKey, e *entry) {
 	h.c.refreshing[refreshKey] = true
 	h.c.refreshMu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.c.refreshTimeout)
+	ctx, cancel := context.WithTimeout(h.c.detach(r.Context()), h.c.refreshTimeout)
 	out := r.Clone(ctx)
 	stripClientConditionals(out.Header)
 	h.c.background.Add(1)
@@ -561,8 +561,7 @@ func (h *handler) refreshInBackground(r *http.Request, k requestKey, e *entry) {
 }
 
 // report passes result to the OnResult callback. A background refresh
-// writes to a discardWriter and has no client, and its request shares the
-// context of the request that started it, so it reports nothing.
+// writes to a discardWriter and has no client, so it reports nothing.
 func (h *handler) report(w http.ResponseWriter, r *http.Request, result string) {
 	if h.c.onResult == nil {
 		return

@@ -1,6 +1,8 @@
 package cache
 
 import (
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -153,5 +155,36 @@ func TestOnResultInvalidatorSilent(t *testing.T) {
 		if got := rec.get(method); len(got) != 0 {
 			t.Errorf("%s on a route without caching: results %v, want none", method, got)
 		}
+	}
+}
+
+func TestWaitContextBoundedByContext(t *testing.T) {
+	clock := newTestClock()
+	release := make(chan struct{})
+	var calls sync.WaitGroup
+	o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("If-None-Match") != "" || r.Header.Get("X-Refresh") != "" {
+			calls.Done()
+			<-release
+		}
+		w.Header().Set("Cache-Control", "max-age=10, stale-while-revalidate=60")
+		fmt.Fprint(w, "body")
+	})
+	p := newTestProxy(t, clock, o, defaultPolicy())
+	p.get(t, "/page")
+	clock.Advance(20 * time.Second)
+	calls.Add(1)
+	p.get(t, "/page", "X-Refresh: 1")
+	calls.Wait()
+
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if err := p.cache.WaitContext(ctx); !errors.Is(err, context.Canceled) {
+		t.Errorf("WaitContext with a refresh running and a cancelled context = %v, want context.Canceled", err)
+	}
+
+	close(release)
+	if err := p.cache.WaitContext(context.Background()); err != nil {
+		t.Errorf("WaitContext after the refresh ended = %v, want nil", err)
 	}
 }
