@@ -25,8 +25,8 @@ import (
 // a labelled Prometheus series is exported only after its first event.
 // Its L7 has a TLS listener (handshakes, and a failed one), a PROXY
 // listener fed a bad header, an upstream with a dead backend and retries,
-// a cached route (a miss, then hits) and a rate-limited route sent more
-// requests than its burst. Its L4 has a VIP whose only real refuses
+// and a cached route (a miss, then hits). A rate-limited route also gets
+// more requests than its burst. Its L4 has a VIP whose only real refuses
 // connections.
 const dashboardL7Config = `
 admin: {address: %q}
