@@ -83,6 +83,8 @@ type testProxy struct {
 	reg   *prometheus.Registry
 	srv   *httptest.Server
 	clock *testClock
+	// mw is the cache middleware that srv serves.
+	mw http.Handler
 
 	// handlers counts middleware calls that have not returned. A client
 	// has the whole body before the middleware returns, and the middleware
@@ -128,7 +130,7 @@ func newTestProxyWithBudget(t *testing.T, clock *testClock, o *origin, p RoutePo
 	}
 	tp := &testProxy{cache: c, reg: reg, clock: clock}
 	tp.idle = sync.NewCond(&tp.mu)
-	mw := c.Middleware(p, rp)
+	tp.mw = c.Middleware(p, rp)
 	tp.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		tp.mu.Lock()
 		tp.handlers++
@@ -139,7 +141,7 @@ func newTestProxyWithBudget(t *testing.T, clock *testClock, o *origin, p RoutePo
 			tp.idle.Broadcast()
 			tp.mu.Unlock()
 		}()
-		mw.ServeHTTP(w, r)
+		tp.mw.ServeHTTP(w, r)
 	}))
 	t.Cleanup(func() {
 		tp.srv.Close()

@@ -1360,7 +1360,7 @@ func TestInvalidatorOnUncachedRoute(t *testing.T) {
 	p.get(t, "/shared", "Host: site.example")
 
 	// A second route without caching, sharing the cache's store.
-	upstream := p.srv.Config.Handler.(*handler).next
+	upstream := p.mw.(*handler).next
 	uncached := httptest.NewServer(p.cache.Invalidator(upstream))
 	t.Cleanup(uncached.Close)
 
