@@ -250,6 +250,27 @@ access_log:
 		}
 	})
 
+	t.Run("trusted peer v1 header in three writes", func(t *testing.T) {
+		c := dial("127.0.0.1")
+		for _, part := range []string{"PROX", "Y TCP4 203.0.113.14 127.0", ".0.1 1234 80\r\n"} {
+			if _, err := io.WriteString(c, part); err != nil {
+				t.Fatal(err)
+			}
+			// The pause lets each write leave as its own segment.
+			time.Sleep(50 * time.Millisecond)
+		}
+		status, body, err := roundTrip(c)
+		if err != nil {
+			t.Fatalf("request after split PROXY v1 header: %v", err)
+		}
+		if !strings.HasPrefix(status, "200") {
+			t.Errorf("status %s, want 200", status)
+		}
+		if !strings.Contains(body, `"203.0.113.14"`) {
+			t.Errorf("backend response %s does not show client 203.0.113.14", body)
+		}
+	})
+
 	t.Run("trusted peer with malformed v2 header", func(t *testing.T) {
 		c := dial("127.0.0.1")
 		hdr := proxyHeader(t, "203.0.113.13:1234", c.RemoteAddr(), "")

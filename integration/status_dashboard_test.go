@@ -25,8 +25,9 @@ import (
 // a labelled Prometheus series is exported only after its first event.
 // Its L7 has a TLS listener (handshakes, and a failed one), a PROXY
 // listener fed a bad header, an upstream with a dead backend and retries,
-// and a cached route (a miss, then hits). Its L4 has a VIP whose only real
-// refuses connections.
+// and a cached route (a miss, then hits). A rate-limited route also gets
+// more requests than its burst. Its L4 has a VIP whose only real refuses
+// connections.
 const dashboardL7Config = `
 admin: {address: %q}
 shutdown_delay: 0s
@@ -43,6 +44,11 @@ l7:
   cache: {max_size: 16MiB}
   routes:
     - {name: cached, match: {path_prefix: /cached/}, upstream: static, cache: {enabled: true}}
+    - name: limited
+      match: {path_prefix: /limited/}
+      upstream: static
+      policy:
+        rate_limit: {requests: 1, per: 1m, burst: 1}
     - {name: all, match: {path_prefix: /}, upstream: echo}
   upstreams:
     - name: echo
@@ -159,6 +165,8 @@ func startDashboardStack(t *testing.T) (l4Admin, l7Admin string) {
 	// and latency series, and retries off the dead backend.
 	plain := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	paths := []string{"/cached/logo", "/cached/logo", "/cached/logo"}
+	// The burst of one lets the first request through and rejects the rest.
+	paths = append(paths, "/limited/a", "/limited/b", "/limited/c")
 	for i := range 10 {
 		paths = append(paths, fmt.Sprintf("/d/%d", i))
 	}
@@ -273,6 +281,11 @@ func TestDashboardMetricsExist(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 
+	// Only an L4 with the XDP engine exports the XDP series, which needs
+	// root and a network interface. TestDashboardXDPMetrics in l4/xdp checks
+	// those names against the collector instead.
+	const xdpPrefix = "tidegate_l4_xdp_"
+
 	used := map[string]bool{}
 	for _, q := range queries {
 		names := metricNamePattern.FindAllString(q.expr, -1)
@@ -283,6 +296,9 @@ func TestDashboardMetricsExist(t *testing.T) {
 		var labels []string
 		for _, name := range names {
 			used[name] = true
+			if strings.HasPrefix(name, xdpPrefix) {
+				continue
+			}
 			mf := resolveMetric(families, name)
 			if mf == nil {
 				t.Errorf("%s: metric %s is not exported by either binary", q.where, name)
@@ -315,6 +331,16 @@ func TestDashboardMetricsExist(t *testing.T) {
 	}
 	t.Logf("checked %d dashboard queries over %d metric names", len(queries), len(used))
 
+	// The panels for rate limiting and for the XDP versus userspace share.
+	for _, name := range []string{"tidegate_l7_ratelimit_decisions_total", "tidegate_l4_xdp_new_flows_total", "tidegate_l4_connections_accepted_total"} {
+		if !used[name] {
+			t.Errorf("dashboard does not use %s", name)
+		}
+	}
+	if !hasSeries(families["tidegate_l7_ratelimit_decisions_total"], "result", "rejected") {
+		t.Error("tidegate_l7_ratelimit_decisions_total has no result=\"rejected\" series after requests over the burst")
+	}
+
 	// The L7 status page lists the same cache series.
 	doc := fetchStatusJSON(t, l7Admin)
 	hits := 0.0
@@ -326,6 +352,21 @@ func TestDashboardMetricsExist(t *testing.T) {
 	if hits != 2 {
 		t.Errorf("/status.json cache hits of route cached = %v, want 2 (three requests for one URL)", hits)
 	}
+}
+
+// hasSeries reports whether mf has a series with label name set to value.
+func hasSeries(mf *dto.MetricFamily, name, value string) bool {
+	if mf == nil {
+		return false
+	}
+	for _, m := range mf.GetMetric() {
+		for _, lp := range m.GetLabel() {
+			if lp.GetName() == name && lp.GetValue() == value {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // startCacheableBackend serves responses that a shared cache may keep for

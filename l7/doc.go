@@ -63,10 +63,14 @@
 // When the handler a builder returns implements io.Closer, the server
 // closes it once a reload has replaced it, or at the end of Drain, so a
 // builder can stop goroutines such as a rate limiter's sweeper.
+// Work that outlives its request, such as a background cache refresh,
+// registers a [DrainWait] with [WithDrainWait] so that Drain waits for it
+// within its deadline, and takes its context from [DetachContext].
 //
 // Access-log fields: a middleware fills in the policy fields of its
 // request's access-log line (rate-limit result, rewritten path, redirect
-// location, fixed response, content encoding) through [LogFields].
+// location, fixed response, content encoding, cache result) through
+// [LogFields].
 //
 // Listener settings: [ListenerConfig] returns the configuration of the
 // listener that received a request, for limits that a pre-routing wrapper

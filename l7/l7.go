@@ -54,6 +54,20 @@ type options struct {
 	preRouting   []PreRouting
 	// upstreamOpts apply to every pool; tests use them to stub transports.
 	upstreamOpts []upstream.Option
+	drainWaits   []DrainWait
+}
+
+// DrainWait waits for work that requests started and that outlives them,
+// such as background cache refreshes, until the work ends or ctx is done.
+// It returns ctx's error when it stopped waiting early.
+type DrainWait func(ctx context.Context) error
+
+// WithDrainWait adds a wait to [Server.Drain]. Drain calls the waits in the
+// order added, with its own context, once the requests in flight and
+// upgraded connections have finished and before it closes the upstream
+// pools and the middlewares.
+func WithDrainWait(w DrainWait) Option {
+	return func(o *options) { o.drainWaits = append(o.drainWaits, w) }
 }
 
 type namedMiddleware struct {
@@ -394,6 +408,7 @@ func (s *Server) Drain(ctx context.Context) error {
 		errs <- err
 	}
 	close(errs)
+	s.runDrainWaits(ctx)
 
 	var err error
 	if ctx.Err() != nil {
@@ -411,6 +426,16 @@ func (s *Server) Drain(ctx context.Context) error {
 	st := s.state.Load()
 	st.close(nil)
 	return err
+}
+
+// runDrainWaits runs the [DrainWait] functions in order. Once ctx is done
+// each returns at once, so the drain deadline bounds them all.
+func (s *Server) runDrainWaits(ctx context.Context) {
+	for _, w := range s.opts.drainWaits {
+		if err := w(ctx); err != nil {
+			s.logger.Warn("drain wait stopped", "err", err)
+		}
+	}
 }
 
 // upgradeTracker holds hijacked connections (WebSocket and other upgrades)

@@ -208,9 +208,10 @@ func (l *listener) prepare(raw net.Conn) {
 	if trusted {
 		policy = proxyproto.REQUIRE
 	}
-	// NOTE: go-proxyproto v0.15.0 rejects a v1 header that does not arrive
-	// in one read. A v2 header, which the L4 tier sends, may arrive split.
-	pc := proxyproto.NewConn(raw, proxyproto.WithPolicy(policy),
+	// go-proxyproto v0.15.0 rejects a v1 header that does not arrive in one
+	// read, so v1GatherConn collects it first. A v2 header, which the L4
+	// tier sends, may arrive split without help.
+	pc := proxyproto.NewConn(&v1GatherConn{Conn: raw}, proxyproto.WithPolicy(policy),
 		proxyproto.SetReadHeaderTimeout(ls.cfg.ProxyProtocol.Timeout.D()))
 	// A zero-length read runs header detection and returns its verdict
 	// without consuming request bytes.

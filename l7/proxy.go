@@ -87,6 +87,29 @@ func LogFields(r *http.Request) *accesslog.PolicyFields {
 	return nil
 }
 
+// DetachContext returns a context for work that a request starts and that
+// outlives it, such as a background cache refresh. The context keeps ctx's
+// values but not its cancellation. It carries its own copy of the request
+// state, so the work does not write to the upstream attempt, error or
+// access-log fields of the request that started it. Call it on the
+// goroutine that serves the request.
+func DetachContext(ctx context.Context) context.Context {
+	out := context.WithoutCancel(ctx)
+	rs := stateFrom(ctx)
+	if rs == nil {
+		return out
+	}
+	detached := &requestState{
+		upstream: rs.upstream,
+		id:       rs.id,
+		st:       rs.st,
+		settings: rs.settings,
+		route:    rs.route,
+	}
+	out = context.WithValue(out, requestStateKey{}, detached)
+	return upstream.WithAttempt(out, &detached.attempt)
+}
+
 // ListenerConfig returns the configuration of the listener that received
 // r, as it was when r arrived, or nil when r is not served by a [Server].
 // The caller must not modify it.

@@ -47,6 +47,9 @@ func l7Options(f *config.File, logger *slog.Logger, adm *admin.Server) ([]l7.Opt
 
 	opts := l7PolicyBeforeCache(logger, adm)
 	opts = append(opts, l7.WithMiddleware("cache", c.middleware))
+	// Stale-while-revalidate refreshes run after their request finished,
+	// so drain waits for them before the upstream pools close.
+	opts = append(opts, l7.WithDrainWait(c.cache.WaitContext))
 	opts = append(opts, l7PolicyAfterCache(logger, adm)...)
 	return opts, nil
 }
@@ -67,6 +70,15 @@ type l7Cache struct {
 // a reload can enable it and so that purge requests get a reply.
 func newL7Cache(cfg *config.L7, logger *slog.Logger, adm *admin.Server) (*l7Cache, error) {
 	cc := cache.ConfigFrom(cfg.Cache)
+	cc.OnResult = func(r *http.Request, result string) {
+		if f := l7.LogFields(r); f != nil {
+			f.Cache = result
+		}
+	}
+	// A background refresh gets its own request state, so its upstream
+	// attempt and policy fields stay out of the finished request's
+	// access-log line.
+	cc.DetachContext = l7.DetachContext
 	// A nil Registerer skips registration. A nil *prometheus.Registry would
 	// not, so the interface stays nil without an admin server.
 	var reg prometheus.Registerer

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -438,7 +439,10 @@ func TestEnginePrepareAllOrNothing(t *testing.T) {
 func TestEngineDrainClosesAfterTimeout(t *testing.T) {
 	e, _ := newTestEngine(t)
 	real, headers := startReal(t, echo)
-	vip := serve(t, e, VIP{Picker: staticPicker{real}})
+	// The check at the end dials the VIP's port after Drain released it.
+	// Listeners of other tests and processes bind 127.0.0.1, so a loopback
+	// address of its own keeps them from taking the port in between.
+	vip := serve(t, e, VIP{Address: privateLoopback(t), Picker: staticPicker{real}})
 	c := dial(t, vip)
 	<-headers
 
@@ -528,6 +532,18 @@ func closedAddr(t *testing.T) string {
 	addr := ln.Addr().String()
 	ln.Close()
 	return addr
+}
+
+// privateLoopback returns "127.A.B.C:0" with a random address in
+// 127.0.0.0/8 outside 127.0.0.0/16, which Linux routes to the loopback
+// interface.
+func privateLoopback(t *testing.T) string {
+	t.Helper()
+	var b [3]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.%d.%d.%d:0", 1+b[0]%254, b[1], 1+b[2]%254)
 }
 
 func isReset(err error) bool {

@@ -64,6 +64,10 @@ type PolicyFields struct {
 	// ContentEncoding is the encoding the proxy compressed the response
 	// with.
 	ContentEncoding string `json:"content_encoding,omitempty"`
+	// Cache is the cache result on a caching route: "hit", "miss",
+	// "stale", "revalidated" or "bypass". The Cache-Status response
+	// field has the details.
+	Cache string `json:"cache,omitempty"`
 }
 
 // Logger writes entries. It is safe for concurrent use. A nil *Logger

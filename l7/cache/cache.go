@@ -1,6 +1,7 @@
 package cache
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,7 +28,36 @@ type Config struct {
 	// RefreshTimeout bounds a background refresh started by
 	// stale-while-revalidate. Zero means 30s.
 	RefreshTimeout time.Duration
+	// OnResult, when set, receives the cache result for a request on a
+	// caching route: one of the Result constants. It runs once per
+	// response, on the goroutine serving r and before the response
+	// header is sent, and never for background refreshes.
+	OnResult func(r *http.Request, result string)
+	// DetachContext, when set, derives the context of a background refresh
+	// from the context of the request that started it. It must drop the
+	// cancellation, and it should drop per-request state that the
+	// upstream handler writes to. Nil means context.WithoutCancel.
+	DetachContext func(context.Context) context.Context
 }
+
+// Results passed to [Config.OnResult].
+const (
+	// ResultHit is a fresh stored response.
+	ResultHit = "hit"
+	// ResultMiss is a response from upstream, stored or not. A request
+	// that no stored response may satisfy (with no-cache, say) is a miss.
+	ResultMiss = "miss"
+	// ResultStale is a stale stored response, served under
+	// stale-while-revalidate, stale-if-error or the request's max-stale.
+	ResultStale = "stale"
+	// ResultRevalidated is a stored response that upstream confirmed with
+	// a 304.
+	ResultRevalidated = "revalidated"
+	// ResultBypass is a request the cache passed on without looking: an
+	// upgrade, a GET with a body, a request with no-store, or a method
+	// other than GET and HEAD.
+	ResultBypass = "bypass"
+)
 
 // RoutePolicy is the cache configuration of one route.
 type RoutePolicy struct {
@@ -89,6 +119,8 @@ type Cache struct {
 	name           string
 	now            func() time.Time
 	refreshTimeout time.Duration
+	onResult       func(r *http.Request, result string)
+	detach         func(context.Context) context.Context
 	logger         *slog.Logger
 	store          *store
 	metrics        *metrics
@@ -112,6 +144,8 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Cache, er
 		name:           cfg.Name,
 		now:            cfg.Now,
 		refreshTimeout: cfg.RefreshTimeout,
+		onResult:       cfg.OnResult,
+		detach:         cfg.DetachContext,
 		logger:         logger.With("component", "cache"),
 		refreshing:     map[string]bool{},
 	}
@@ -121,6 +155,9 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Cache, er
 	}
 	if c.now == nil {
 		c.now = time.Now
+	}
+	if c.detach == nil {
+		c.detach = context.WithoutCancel
 	}
 	if c.refreshTimeout <= 0 {
 		c.refreshTimeout = 30 * time.Second
@@ -192,6 +229,23 @@ func (c *Cache) Resize(maxBytes int64) error {
 
 // Wait blocks until background refreshes started so far have finished.
 func (c *Cache) Wait() { c.background.Wait() }
+
+// WaitContext waits like [Cache.Wait] until the background refreshes end or
+// ctx is done, and then returns ctx's error. Refreshes still running at
+// that point go on until they end or reach the refresh timeout.
+func (c *Cache) WaitContext(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		c.background.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
 
 // Stats returns the bytes and entries stored.
 func (c *Cache) Stats() (bytes int64, entries int) { return c.store.stats() }

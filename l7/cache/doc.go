@@ -19,6 +19,11 @@
 // Cache to keep the stored entries, and call [Cache.Resize] when the budget
 // changes.
 //
+// On drain, call [Cache.WaitContext] with the drain deadline, so that
+// stale-while-revalidate refreshes still running can store their
+// responses. The L7 server gives each refresh its own request state through
+// [Config.DetachContext].
+//
 // The upstream handler (an httputil.ReverseProxy) performs each upstream
 // request. The middleware calls it with the client's request for misses,
 // with a conditional copy for revalidations, and from a goroutine for

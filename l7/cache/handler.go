@@ -75,7 +75,7 @@ func (h *handler) serveCacheable(w http.ResponseWriter, r *http.Request) {
 	e, found := h.c.store.get(k, r.Header, head)
 	if e == nil {
 		if reqCC.onlyIfCached {
-			h.gatewayTimeout(w)
+			h.gatewayTimeout(w, r)
 			return
 		}
 		h.forwardCoalesced(w, r, k, reqCC, nil, missReason(found))
@@ -87,23 +87,26 @@ func (h *handler) serveCacheable(w http.ResponseWriter, r *http.Request) {
 	switch ru.verdict {
 	case verdictFresh:
 		h.c.metrics.hits.WithLabelValues(h.p.Route).Inc()
+		h.report(w, r, ResultHit)
 		h.serveStored(w, r, e, now, cacheStatus{hit: true})
 		return
 	case verdictMaxStale:
 		h.c.metrics.hits.WithLabelValues(h.p.Route).Inc()
 		h.c.metrics.staleServed.WithLabelValues(h.p.Route, "max_stale").Inc()
+		h.report(w, r, ResultStale)
 		h.serveStored(w, r, e, now, cacheStatus{hit: true})
 		return
 	case verdictStaleWhileRevalidate:
 		h.c.metrics.hits.WithLabelValues(h.p.Route).Inc()
 		h.c.metrics.staleServed.WithLabelValues(h.p.Route, "stale_while_revalidate").Inc()
 		h.refreshInBackground(r, k, e)
+		h.report(w, r, ResultStale)
 		h.serveStored(w, r, e, now, cacheStatus{hit: true, detail: "stale-while-revalidate"})
 		return
 	}
 
 	if reqCC.onlyIfCached {
-		h.gatewayTimeout(w)
+		h.gatewayTimeout(w, r)
 		return
 	}
 	fwd := "stale"
@@ -144,6 +147,7 @@ func (h *handler) forwardCoalesced(w http.ResponseWriter, r *http.Request, k req
 			if evaluate(e, reqCC, now, h.sp.strict).verdict == verdictFresh {
 				h.c.metrics.hits.WithLabelValues(h.p.Route).Inc()
 				h.c.metrics.coalesced.WithLabelValues(h.p.Route).Inc()
+				h.report(w, r, ResultHit)
 				h.serveStored(w, r, e, now, cacheStatus{hit: true, collapsed: true})
 				return
 			}
@@ -224,6 +228,7 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, k requestKey, 
 			ch[name] = values
 		}
 		ch.Add("Cache-Status", cs.format(h.c.name))
+		h.report(w, r, ResultMiss)
 		if status == http.StatusOK && hasClientConditional(r.Header) && notModified(r.Header, u.header, u.copyBody) {
 			// The client's validator matches, so it gets a 304 while the
 			// body still fills the cache.
@@ -247,6 +252,7 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, k requestKey, 
 		h.c.metrics.revalidations.WithLabelValues(h.p.Route, "error").Inc()
 		h.c.metrics.staleServed.WithLabelValues(h.p.Route, "stale_if_error").Inc()
 		h.logDebug(r, "served stale on upstream error", slog.Int("status", u.status))
+		h.report(w, r, ResultStale)
 		h.serveStored(w, r, stale, h.c.now(), cacheStatus{fwd: fwd, fwdStatus: u.status, detail: "stale-if-error"})
 	case outcomePassed:
 		if conditional {
@@ -290,6 +296,7 @@ func (h *handler) finishNotModified(w http.ResponseWriter, r *http.Request, k re
 		// stored copy never keeps it.
 		w.Header()["Set-Cookie"] = cookies
 	}
+	h.report(w, r, ResultRevalidated)
 	h.serveStored(w, r, updated, h.c.now(), cacheStatus{fwd: fwd, fwdStatus: http.StatusNotModified})
 }
 
@@ -440,13 +447,15 @@ func bodyAllowed(status int) bool {
 
 // gatewayTimeout sends 504 for a request with only-if-cached that the cache
 // cannot satisfy (RFC 9111 section 5.2.1.7).
-func (h *handler) gatewayTimeout(w http.ResponseWriter) {
+func (h *handler) gatewayTimeout(w http.ResponseWriter, r *http.Request) {
+	h.report(w, r, ResultMiss)
 	w.Header().Set("Cache-Status", cacheStatus{detail: "only-if-cached"}.format(h.c.name))
 	http.Error(w, "no stored response satisfies only-if-cached", http.StatusGatewayTimeout)
 }
 
 // forwardUncached passes r to next, only adding a Cache-Status member.
 func (h *handler) forwardUncached(w http.ResponseWriter, r *http.Request, fwd string) {
+	h.report(w, r, ResultBypass)
 	hw := &hookWriter{ResponseWriter: w, onHeader: func(status int, hdr http.Header) {
 		hdr.Add("Cache-Status", cacheStatus{fwd: fwd, fwdStatus: status}.format(h.c.name))
 	}}
@@ -463,6 +472,9 @@ func (h *handler) serveUnsafe(w http.ResponseWriter, r *http.Request) {
 // invalidateAfter passes r to next and invalidates when the response status
 // is 2xx or 3xx. withStatus adds a Cache-Status member.
 func (h *handler) invalidateAfter(w http.ResponseWriter, r *http.Request, withStatus bool) {
+	if withStatus {
+		h.report(w, r, ResultBypass)
+	}
 	var status int
 	var targets []string
 	hw := &hookWriter{ResponseWriter: w, onHeader: func(code int, hdr http.Header) {
@@ -523,7 +535,7 @@ func (h *handler) refreshInBackground(r *http.Request, k requestKey, e *entry) {
 	h.c.refreshing[refreshKey] = true
 	h.c.refreshMu.Unlock()
 
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), h.c.refreshTimeout)
+	ctx, cancel := context.WithTimeout(h.c.detach(r.Context()), h.c.refreshTimeout)
 	out := r.Clone(ctx)
 	stripClientConditionals(out.Header)
 	h.c.background.Add(1)
@@ -546,6 +558,18 @@ func (h *handler) refreshInBackground(r *http.Request, k requestKey, e *entry) {
 		}()
 		h.forward(&discardWriter{}, out, k, parseRequestCacheControl(out.Header), e, "stale")
 	}()
+}
+
+// report passes result to the OnResult callback. A background refresh
+// writes to a discardWriter and has no client, so it reports nothing.
+func (h *handler) report(w http.ResponseWriter, r *http.Request, result string) {
+	if h.c.onResult == nil {
+		return
+	}
+	if _, background := w.(*discardWriter); background {
+		return
+	}
+	h.c.onResult(r, result)
 }
 
 func (h *handler) logDebug(r *http.Request, msg string, attrs ...slog.Attr) {

@@ -83,6 +83,15 @@ type testProxy struct {
 	reg   *prometheus.Registry
 	srv   *httptest.Server
 	clock *testClock
+	// mw is the cache middleware that srv serves.
+	mw http.Handler
+
+	// handlers counts middleware calls that have not returned. A client
+	// has the whole body before the middleware returns, and the middleware
+	// stores the response and counts it only after that.
+	mu       sync.Mutex
+	idle     *sync.Cond
+	handlers int
 }
 
 func defaultPolicy() RoutePolicy {
@@ -119,12 +128,37 @@ func newTestProxyWithBudget(t *testing.T, clock *testClock, o *origin, p RoutePo
 		},
 		ErrorLog: log.New(io.Discard, "", 0),
 	}
-	srv := httptest.NewServer(c.Middleware(p, rp))
+	tp := &testProxy{cache: c, reg: reg, clock: clock}
+	tp.idle = sync.NewCond(&tp.mu)
+	tp.mw = c.Middleware(p, rp)
+	tp.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tp.mu.Lock()
+		tp.handlers++
+		tp.mu.Unlock()
+		defer func() {
+			tp.mu.Lock()
+			tp.handlers--
+			tp.idle.Broadcast()
+			tp.mu.Unlock()
+		}()
+		tp.mw.ServeHTTP(w, r)
+	}))
 	t.Cleanup(func() {
-		srv.Close()
+		tp.srv.Close()
 		c.Wait()
 	})
-	return &testProxy{cache: c, reg: reg, srv: srv, clock: clock}
+	return tp
+}
+
+// waitHandlers waits until every middleware call has returned, so that the
+// counters and the store include the requests whose responses the test has
+// read.
+func (p *testProxy) waitHandlers() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for p.handlers > 0 {
+		p.idle.Wait()
+	}
 }
 
 // result is a response with its body read.

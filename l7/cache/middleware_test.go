@@ -878,6 +878,9 @@ func TestMiddlewareLargeResponseStreamedNotStored(t *testing.T) {
 		wantCacheStatus(t, r, "fwd=uri-miss")
 	}
 	wantRequests(t, o, 4)
+	// The middleware counts a response as not stored after the client has
+	// read all of it.
+	p.waitHandlers()
 	if got := p.counter(t, "tidegate_l7_cache_not_stored_total", map[string]string{"reason": reasonTooLarge}); got != 4 {
 		t.Errorf("not_stored_total{reason=too-large} = %v, want 4", got)
 	}
@@ -1357,7 +1360,7 @@ func TestInvalidatorOnUncachedRoute(t *testing.T) {
 	p.get(t, "/shared", "Host: site.example")
 
 	// A second route without caching, sharing the cache's store.
-	upstream := p.srv.Config.Handler.(*handler).next
+	upstream := p.mw.(*handler).next
 	uncached := httptest.NewServer(p.cache.Invalidator(upstream))
 	t.Cleanup(uncached.Close)
 

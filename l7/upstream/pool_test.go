@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -202,15 +203,24 @@ func (timeoutErr) Timeout() bool   { return true }
 func (timeoutErr) Temporary() bool { return true }
 
 // deadAddr returns a 127.0.0.1 address with nothing listening.
+// deadAddr returns a loopback address that refuses connections. A socket
+// stays bound to it without listening until the test ends, so no other
+// listener, in this process or another, can take the port meanwhile.
 func deadAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
 }
 
 func liveBackend(t *testing.T, name string) (string, *int64) {
@@ -256,7 +266,15 @@ func TestRoundTripFailsOverOnConnectError(t *testing.T) {
 func TestRoundTripDoesNotRetryPost(t *testing.T) {
 	dead := deadAddr(t)
 	live, hits := liveBackend(t, "live")
-	p := testPool(t, config.Upstream{Retries: 3, Backends: []config.Backend{{Address: dead}, {Address: live}}})
+	// The dead backend refuses at once, so a long connect timeout costs
+	// nothing there. On a loaded machine the default of one second can
+	// expire before the dialing goroutine runs, and a timed-out dial to the
+	// live backend would count as a second failure.
+	p := testPool(t, config.Upstream{
+		Retries:        3,
+		ConnectTimeout: config.Duration(time.Minute),
+		Backends:       []config.Backend{{Address: dead}, {Address: live}},
+	})
 	var failures int
 	for range 4 {
 		r := httptest.NewRequest("POST", "http://x/", strings.NewReader("body"))
@@ -266,6 +284,7 @@ func TestRoundTripDoesNotRetryPost(t *testing.T) {
 			if !IsConnectError(err) {
 				t.Errorf("POST error %v, want a connect error", err)
 			}
+			t.Logf("POST failed: %v", err)
 			failures++
 			continue
 		}
