@@ -1,0 +1,230 @@
+//go:build linux
+
+package topology
+
+import (
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tidegate/tidegate/shared/config"
+)
+
+// BinaryEnv names the environment variable that points the package at an
+// already built tidegate binary instead of building ./cmd/tidegate.
+const BinaryEnv = "TIDEGATE_BIN"
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// Binary returns the path of the tidegate binary under test: $TIDEGATE_BIN
+// when set, otherwise ./cmd/tidegate built once per test process into a
+// temporary directory. It fails tb when the build fails.
+func Binary(tb testing.TB) string {
+	tb.Helper()
+	if p := os.Getenv(BinaryEnv); p != "" {
+		return p
+	}
+	buildOnce.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		dir, err := os.MkdirTemp("", NamePrefix+"bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		buildPath = filepath.Join(dir, "tidegate")
+		cmd := exec.Command("go", "build", "-o", buildPath, "./cmd/tidegate")
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build ./cmd/tidegate: %w\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		tb.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// ReadyTimeout bounds how long the Start functions wait for a process to
+// become ready.
+const ReadyTimeout = 20 * time.Second
+
+// StartBackend runs "tidegate backend" on the backend host i, listening on
+// its back-segment address, port 8080, and waits until it accepts
+// connections.
+func (t *Topology) StartBackend(i int) (*Process, error) {
+	h := t.Backends[i]
+	addr := hostPort(h.Addr(SegmentBack), BackendHTTPPort)
+	p, err := h.Start("backend", Binary(t.tb), "backend", "--listen", addr, "--name", h.Name)
+	if err != nil {
+		return nil, err
+	}
+	if err := p.WaitTCP(addr, ReadyTimeout); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// StartL7 writes f as the configuration of L7 node i, runs "tidegate l7"
+// with it and waits for admin /readyz to return 200.
+func (t *Topology) StartL7(i int, f *config.File) (*Process, error) {
+	return t.startTier(t.L7[i], "l7", f)
+}
+
+// StartL4 writes f as the configuration of L4 node i, runs "tidegate l4"
+// with it and waits for admin /readyz to return 200.
+func (t *Topology) StartL4(i int, f *config.File) (*Process, error) {
+	return t.startTier(t.L4[i], "l4", f)
+}
+
+// ConfigPath returns where the configuration of a tier process on h is
+// written. Tests rewrite it before sending SIGHUP.
+func (t *Topology) ConfigPath(h *Host, tier string) string {
+	return filepath.Join(t.Dir, h.Name+"."+tier+".yaml")
+}
+
+func (t *Topology) startTier(h *Host, tier string, f *config.File) (*Process, error) {
+	path := t.ConfigPath(h, tier)
+	if err := WriteConfig(path, f); err != nil {
+		return nil, fmt.Errorf("%s on %s: %w", tier, h.Name, err)
+	}
+	p, err := h.Start(tier, Binary(t.tb), tier, "--config", path)
+	if err != nil {
+		return nil, err
+	}
+	port := AdminPort
+	if f.Admin.Address != "" {
+		if ap, err := netip.ParseAddrPort(f.Admin.Address); err == nil {
+			port = int(ap.Port())
+		}
+	}
+	if err := p.WaitReady(port, ReadyTimeout); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// L7Addrs returns the mid-segment address of every L7 node, where the L4
+// nodes reach them.
+func (t *Topology) L7Addrs() []netip.Addr { return addrs(t.L7, SegmentMid) }
+
+// BackendAddrs returns the back-segment address of every backend.
+func (t *Topology) BackendAddrs() []netip.Addr { return addrs(t.Backends, SegmentBack) }
+
+func addrs(hosts []*Host, seg Segment) []netip.Addr {
+	out := make([]netip.Addr, len(hosts))
+	for i, h := range hosts {
+		out[i] = h.Addr(seg)
+	}
+	return out
+}
+
+// PinDir returns a directory name under /sys/fs/bpf for the BPF pins of a
+// test. [Topology.Close] and [Sweep] remove it.
+func (t *Topology) PinDir(name string) string {
+	return filepath.Join(bpfFSDir, t.Name+name)
+}
+
+// ChainOptions configures [Topology.StartChain].
+type ChainOptions struct {
+	// Mode is the L4 dataplane mode: "userspace" (default), "xdp" or "auto".
+	Mode string
+	// ServerNames get one certificate each on the L7 TLS listener. The
+	// first is the default certificate. Empty means "app.tidegate.test".
+	ServerNames []string
+	// L7, when set, changes the generated configuration of L7 node i
+	// before it is written.
+	L7 func(i int, f *config.File)
+	// L4, when set, changes the generated configuration of L4 node i.
+	L4 func(i int, f *config.File)
+}
+
+// Chain is the set of processes that [Topology.StartChain] started.
+type Chain struct {
+	CA       *CA
+	Backends []*Process
+	L7       []*Process
+	L4       []*Process
+}
+
+// StartChain starts every backend, then every L7 node, then every L4 node,
+// each with the generated configuration, and waits for each to be ready.
+func (t *Topology) StartChain(opts ChainOptions) (*Chain, error) {
+	if opts.Mode == "" {
+		opts.Mode = "userspace"
+	}
+	if len(opts.ServerNames) == 0 {
+		opts.ServerNames = []string{"app.tidegate.test"}
+	}
+	ca, err := NewCA()
+	if err != nil {
+		return nil, err
+	}
+	var certs []L7Cert
+	for i, name := range opts.ServerNames {
+		certFile, keyFile, err := ca.Issue(t.Dir, "server"+strconv.Itoa(i), name)
+		if err != nil {
+			return nil, err
+		}
+		certs = append(certs, L7Cert{CertFile: certFile, KeyFile: keyFile})
+	}
+
+	c := &Chain{CA: ca}
+	for i := range t.Backends {
+		p, err := t.StartBackend(i)
+		if err != nil {
+			return c, err
+		}
+		c.Backends = append(c.Backends, p)
+	}
+	for i := range t.L7 {
+		f := L7File(certs, t.BackendAddrs())
+		if opts.L7 != nil {
+			opts.L7(i, f)
+		}
+		p, err := t.StartL7(i, f)
+		if err != nil {
+			return c, err
+		}
+		c.L7 = append(c.L7, p)
+	}
+	for i := range t.L4 {
+		f := L4File(opts.Mode, t.L7Addrs())
+		if opts.L4 != nil {
+			opts.L4(i, f)
+		}
+		p, err := t.StartL4(i, f)
+		if err != nil {
+			return c, err
+		}
+		c.L4 = append(c.L4, p)
+	}
+	return c, nil
+}
+
+// Main runs the tests of m, then removes the binary that [Binary] built and
+// sweeps leftovers of dead runs. Test packages that use the topology call
+// it from TestMain: os.Exit(topology.Main(m)).
+func Main(m *testing.M) int {
+	code := m.Run()
+	if buildPath != "" {
+		_ = os.RemoveAll(filepath.Dir(buildPath))
+	}
+	if os.Geteuid() == 0 {
+		if err := Sweep(); err != nil {
+			fmt.Fprintf(os.Stderr, "topology: sweep: %v\n", err)
+		}
+	}
+	return code
+}
