@@ -15,7 +15,12 @@ var unmarshalerType = reflect.TypeFor[yaml.Unmarshaler]()
 // instead of stopping at the first.
 type decoder struct {
 	errs Errors
+	// steps counts nodes visited. Aliases can make a small file expand
+	// exponentially ("billion laughs"), so decoding stops at maxSteps.
+	steps int
 }
+
+const maxSteps = 200000
 
 func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
 	line := 0
@@ -27,6 +32,13 @@ func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
 
 // decode fills v (addressable) from n.
 func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
+	d.steps++
+	if d.steps == maxSteps {
+		d.fail(path, n, "the document expands to more than %d values through aliases", maxSteps)
+	}
+	if d.steps >= maxSteps {
+		return
+	}
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
@@ -95,6 +107,10 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value) {
 	seen := make(map[string]bool, len(n.Content)/2)
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		keyNode, valNode := n.Content[i], n.Content[i+1]
+		if keyNode.Tag == "!!merge" {
+			d.decodeMerge(path, valNode, v, seen)
+			continue
+		}
 		key := keyNode.Value
 		keyPath := join(path, key)
 		if seen[key] {
@@ -108,6 +124,41 @@ func (d *decoder) decodeStruct(path string, n *yaml.Node, v reflect.Value) {
 			continue
 		}
 		d.decode(keyPath, valNode, v.FieldByIndex(idx))
+	}
+}
+
+// decodeMerge applies a YAML merge key ("<<: *defaults"). Keys already set
+// explicitly in the mapping win, as the YAML merge specification says, so
+// callers must place the merge key first.
+func (d *decoder) decodeMerge(path string, n *yaml.Node, v reflect.Value, seen map[string]bool) {
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	sources := []*yaml.Node{n}
+	if n.Kind == yaml.SequenceNode {
+		sources = n.Content
+	}
+	for _, src := range sources {
+		if src.Kind == yaml.AliasNode {
+			src = src.Alias
+		}
+		if src.Kind != yaml.MappingNode {
+			d.fail(join(path, "<<"), src, "merge value must be a mapping or a list of mappings")
+			continue
+		}
+		fields := structFields(v.Type())
+		for i := 0; i+1 < len(src.Content); i += 2 {
+			key := src.Content[i].Value
+			if seen[key] {
+				continue
+			}
+			idx, ok := fields[key]
+			if !ok {
+				d.fail(join(path, key), src.Content[i], "unknown key (valid keys here: %s)", strings.Join(fieldNames(v.Type()), ", "))
+				continue
+			}
+			d.decode(join(path, key), src.Content[i+1], v.FieldByIndex(idx))
+		}
 	}
 }
 

@@ -2,10 +2,12 @@
 package logging
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"strings"
+	"time"
 )
 
 // New returns a logger writing to w at level ("debug", "info", "warn",
@@ -26,7 +28,9 @@ func New(w io.Writer, level, format string) (*slog.Logger, *slog.LevelVar, error
 	default:
 		return nil, nil, fmt.Errorf("log format %q is not one of text, json", format)
 	}
-	return slog.New(h), lv, nil
+	// Warnings and errors are the records that repeat under bad input
+	// (accept errors, rejected peers), so they pass through a limiter.
+	return slog.New(&levelSplit{limited: RateLimited(h, 20, 10*time.Second), plain: h}), lv, nil
 }
 
 // SetLevel parses level and stores it in lv.
@@ -37,4 +41,27 @@ func SetLevel(lv *slog.LevelVar, level string) error {
 	}
 	lv.Set(l)
 	return nil
+}
+
+// levelSplit sends warnings and errors through a rate limiter and writes
+// other records directly.
+type levelSplit struct {
+	limited, plain slog.Handler
+}
+
+func (h *levelSplit) Enabled(ctx context.Context, l slog.Level) bool { return h.plain.Enabled(ctx, l) }
+
+func (h *levelSplit) Handle(ctx context.Context, r slog.Record) error {
+	if r.Level >= slog.LevelWarn {
+		return h.limited.Handle(ctx, r)
+	}
+	return h.plain.Handle(ctx, r)
+}
+
+func (h *levelSplit) WithAttrs(as []slog.Attr) slog.Handler {
+	return &levelSplit{limited: h.limited.WithAttrs(as), plain: h.plain.WithAttrs(as)}
+}
+
+func (h *levelSplit) WithGroup(name string) slog.Handler {
+	return &levelSplit{limited: h.limited.WithGroup(name), plain: h.plain.WithGroup(name)}
 }
