@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strconv"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 
@@ -140,15 +142,31 @@ func L7File(certs []L7Cert, backends []netip.Addr) *config.File {
 	}
 }
 
-// MarshalConfig encodes f as YAML and checks that [config.Parse] accepts the
-// result, so a test that builds an invalid configuration fails before it
-// starts a process, with every error and its key path.
-func MarshalConfig(f *config.File) ([]byte, error) {
+// Patch merges the YAML mapping in YAML into the mapping at Path of a
+// generated configuration, key by key, replacing keys that exist. Path uses
+// the key-path syntax of configuration errors, such as "l7.routes[1]" or
+// "l7", and mappings missing along it are created. Patches let a test set
+// keys that the [config.File] type of its build may not have yet.
+type Patch struct {
+	Path string
+	YAML string
+}
+
+// MarshalConfig encodes f as YAML, applies patches in order and checks that
+// [config.Parse] accepts the result. A test that builds an invalid
+// configuration fails before it starts a process, with every error and its
+// key path.
+func MarshalConfig(f *config.File, patches ...Patch) ([]byte, error) {
 	var root yaml.Node
 	if err := root.Encode(f); err != nil {
 		return nil, fmt.Errorf("encode config: %w", err)
 	}
 	prune(&root)
+	for _, p := range patches {
+		if err := applyPatch(&root, p); err != nil {
+			return nil, err
+		}
+	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
@@ -164,9 +182,10 @@ func MarshalConfig(f *config.File) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-// WriteConfig writes f to path after [MarshalConfig] has checked it.
-func WriteConfig(path string, f *config.File) error {
-	data, err := MarshalConfig(f)
+// WriteConfig writes f with patches to path after [MarshalConfig] has
+// checked it.
+func WriteConfig(path string, f *config.File, patches ...Patch) error {
+	data, err := MarshalConfig(f, patches...)
 	if err != nil {
 		return err
 	}
@@ -201,6 +220,72 @@ func prune(n *yaml.Node) bool {
 		return n.Tag != "!!null"
 	}
 	return true
+}
+
+func applyPatch(root *yaml.Node, p Patch) error {
+	var frag yaml.Node
+	if err := yaml.Unmarshal([]byte(p.YAML), &frag); err != nil {
+		return fmt.Errorf("patch %s: invalid YAML: %w", p.Path, err)
+	}
+	if len(frag.Content) != 1 || frag.Content[0].Kind != yaml.MappingNode {
+		return fmt.Errorf("patch %s: YAML is not a mapping", p.Path)
+	}
+	target := root
+	if target.Kind == yaml.DocumentNode {
+		target = target.Content[0]
+	}
+	if p.Path != "" {
+		for _, part := range strings.Split(p.Path, ".") {
+			key, idx, err := splitIndex(part)
+			if err != nil {
+				return fmt.Errorf("patch %s: %w", p.Path, err)
+			}
+			target = mappingValue(target, key)
+			if idx < 0 {
+				continue
+			}
+			if target.Kind != yaml.SequenceNode || idx >= len(target.Content) {
+				return fmt.Errorf("patch %s: %s has no item %d", p.Path, key, idx)
+			}
+			target = target.Content[idx]
+		}
+	}
+	if target.Kind != yaml.MappingNode {
+		return fmt.Errorf("patch %s: target is not a mapping", p.Path)
+	}
+	src := frag.Content[0].Content
+	for i := 0; i+1 < len(src); i += 2 {
+		*mappingValue(target, src[i].Value) = *src[i+1]
+	}
+	return nil
+}
+
+// splitIndex splits "routes[2]" into "routes" and 2, and "l7" into "l7" and
+// -1.
+func splitIndex(part string) (string, int, error) {
+	key, rest, ok := strings.Cut(part, "[")
+	if !ok {
+		return part, -1, nil
+	}
+	n, err := strconv.Atoi(strings.TrimSuffix(rest, "]"))
+	if err != nil || !strings.HasSuffix(rest, "]") || n < 0 {
+		return "", 0, fmt.Errorf("invalid path element %q", part)
+	}
+	return key, n, nil
+}
+
+// mappingValue returns the value node of key in the mapping m, adding an
+// empty mapping under key when it is missing.
+func mappingValue(m *yaml.Node, key string) *yaml.Node {
+	for i := 0; i+1 < len(m.Content); i += 2 {
+		if m.Content[i].Value == key {
+			return m.Content[i+1]
+		}
+	}
+	k := &yaml.Node{Kind: yaml.ScalarNode, Tag: "!!str", Value: key}
+	v := &yaml.Node{Kind: yaml.MappingNode, Tag: "!!map"}
+	m.Content = append(m.Content, k, v)
+	return v
 }
 
 func hostPort(a netip.Addr, port int) string {

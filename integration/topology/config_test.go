@@ -128,3 +128,47 @@ func TestCAIssue(t *testing.T) {
 		t.Errorf("key file mode = %v, want 0600", info.Mode().Perm())
 	}
 }
+
+func TestMarshalConfigPatch(t *testing.T) {
+	f := L7File(nil, []netip.Addr{netip.MustParseAddr("10.99.3.101")})
+	f.L7.Routes = append(f.L7.Routes, config.Route{Name: "api", Upstream: "app"})
+	data, err := MarshalConfig(f,
+		Patch{Path: "l7.routes[1]", YAML: "match: {path_prefix: /api}"},
+		Patch{Path: "admin", YAML: "address: 127.0.0.1:9999"},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := config.Parse(data)
+	if err != nil {
+		t.Fatalf("Parse(patched) = %v\n%s", err, data)
+	}
+	if got := g.L7.Routes[1].Match.PathPrefix; got != "/api" {
+		t.Errorf("routes[1].match.path_prefix = %q, want /api", got)
+	}
+	if got := g.Admin.Address; got != "127.0.0.1:9999" {
+		t.Errorf("admin.address = %q, want 127.0.0.1:9999", got)
+	}
+}
+
+func TestMarshalConfigPatchErrors(t *testing.T) {
+	f := L7File(nil, []netip.Addr{netip.MustParseAddr("10.99.3.101")})
+	tests := []struct {
+		name  string
+		patch Patch
+		want  string
+	}{
+		{"index out of range", Patch{Path: "l7.routes[5]", YAML: "name: x"}, "has no item 5"},
+		{"not a mapping", Patch{Path: "l7", YAML: "- a"}, "not a mapping"},
+		{"bad index", Patch{Path: "l7.routes[x]", YAML: "name: x"}, "invalid path element"},
+		{"unknown key", Patch{Path: "l7.routes[0]", YAML: "no_such_key: 1"}, "l7.routes[0].no_such_key"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := MarshalConfig(f, tc.patch)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("MarshalConfig(%+v) = %v, want an error containing %q", tc.patch, err, tc.want)
+			}
+		})
+	}
+}

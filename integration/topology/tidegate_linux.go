@@ -76,16 +76,16 @@ func (t *Topology) StartBackend(i int) (*Process, error) {
 	return p, nil
 }
 
-// StartL7 writes f as the configuration of L7 node i, runs "tidegate l7"
-// with it and waits for admin /readyz to return 200.
-func (t *Topology) StartL7(i int, f *config.File) (*Process, error) {
-	return t.startTier(t.L7[i], "l7", f)
+// StartL7 writes f with patches as the configuration of L7 node i, runs
+// "tidegate l7" with it and waits for admin /readyz to return 200.
+func (t *Topology) StartL7(i int, f *config.File, patches ...Patch) (*Process, error) {
+	return t.startTier(t.L7[i], "l7", f, patches)
 }
 
-// StartL4 writes f as the configuration of L4 node i, runs "tidegate l4"
-// with it and waits for admin /readyz to return 200.
-func (t *Topology) StartL4(i int, f *config.File) (*Process, error) {
-	return t.startTier(t.L4[i], "l4", f)
+// StartL4 writes f with patches as the configuration of L4 node i, runs
+// "tidegate l4" with it and waits for admin /readyz to return 200.
+func (t *Topology) StartL4(i int, f *config.File, patches ...Patch) (*Process, error) {
+	return t.startTier(t.L4[i], "l4", f, patches)
 }
 
 // ConfigPath returns where the configuration of a tier process on h is
@@ -94,12 +94,13 @@ func (t *Topology) ConfigPath(h *Host, tier string) string {
 	return filepath.Join(t.Dir, h.Name+"."+tier+".yaml")
 }
 
-func (t *Topology) startTier(h *Host, tier string, f *config.File) (*Process, error) {
+func (t *Topology) startTier(h *Host, tier string, f *config.File, patches []Patch) (*Process, error) {
 	path := t.ConfigPath(h, tier)
-	if err := WriteConfig(path, f); err != nil {
+	if err := WriteConfig(path, f, patches...); err != nil {
 		return nil, fmt.Errorf("%s on %s: %w", tier, h.Name, err)
 	}
-	p, err := h.Start(tier, Binary(t.tb), tier, "--config", path)
+	argv := append([]string{Binary(t.tb), tier, "--config", path}, t.extraArgs...)
+	p, err := h.Start(tier, argv...)
 	if err != nil {
 		return nil, err
 	}
@@ -148,14 +149,38 @@ type ChainOptions struct {
 	L7 func(i int, f *config.File)
 	// L4, when set, changes the generated configuration of L4 node i.
 	L4 func(i int, f *config.File)
+	// L7Patches are applied to the configuration of every L7 node.
+	L7Patches []Patch
+	// ExtraArgs are added to the command line of every L4 and L7 process,
+	// such as "--log-level debug".
+	ExtraArgs []string
 }
 
-// Chain is the set of processes that [Topology.StartChain] started.
+// Chain is the set of processes that [Topology.StartChain] started, with
+// the configuration each tier process runs. Tests change a configuration,
+// write it with [Chain.Rewrite] and send SIGHUP.
 type Chain struct {
 	CA       *CA
 	Backends []*Process
 	L7       []*Process
 	L4       []*Process
+
+	L7Files   []*config.File
+	L4Files   []*config.File
+	L7Patches []Patch
+
+	topo *Topology
+}
+
+// RewriteL7 writes the configuration of L7 node i from c.L7Files[i] and the
+// chain's patches. The process reads it on its next SIGHUP.
+func (c *Chain) RewriteL7(i int) error {
+	return WriteConfig(c.topo.ConfigPath(c.topo.L7[i], "l7"), c.L7Files[i], c.L7Patches...)
+}
+
+// RewriteL4 writes the configuration of L4 node i from c.L4Files[i].
+func (c *Chain) RewriteL4(i int) error {
+	return WriteConfig(c.topo.ConfigPath(c.topo.L4[i], "l4"), c.L4Files[i])
 }
 
 // StartChain starts every backend, then every L7 node, then every L4 node,
@@ -180,7 +205,8 @@ func (t *Topology) StartChain(opts ChainOptions) (*Chain, error) {
 		certs = append(certs, L7Cert{CertFile: certFile, KeyFile: keyFile})
 	}
 
-	c := &Chain{CA: ca}
+	t.extraArgs = opts.ExtraArgs
+	c := &Chain{CA: ca, L7Patches: opts.L7Patches, topo: t}
 	for i := range t.Backends {
 		p, err := t.StartBackend(i)
 		if err != nil {
@@ -193,7 +219,8 @@ func (t *Topology) StartChain(opts ChainOptions) (*Chain, error) {
 		if opts.L7 != nil {
 			opts.L7(i, f)
 		}
-		p, err := t.StartL7(i, f)
+		c.L7Files = append(c.L7Files, f)
+		p, err := t.StartL7(i, f, opts.L7Patches...)
 		if err != nil {
 			return c, err
 		}
@@ -204,6 +231,7 @@ func (t *Topology) StartChain(opts ChainOptions) (*Chain, error) {
 		if opts.L4 != nil {
 			opts.L4(i, f)
 		}
+		c.L4Files = append(c.L4Files, f)
 		p, err := t.StartL4(i, f)
 		if err != nil {
 			return c, err

@@ -53,6 +53,9 @@ type Topology struct {
 	procs   []*Process
 	closed  bool
 	keepDir atomic.Bool
+	// extraArgs are added to every tier command line; see
+	// [ChainOptions.ExtraArgs].
+	extraArgs []string
 }
 
 var (
