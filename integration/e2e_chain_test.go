@@ -33,7 +33,7 @@ func TestE2EHTTPSRealClientAddress(t *testing.T) {
 			want := c.Addr(topology.SegmentFront).String()
 			client := e.client(c, clientOptions{})
 			for _, url := range []string{"https://" + appName + "/hello", "http://" + appName + "/hello"} {
-				got, _ := getEcho(t, client, url)
+				got, _ := fetchEcho(t, client, url)
 				if ff := forwardedFor(got); ff != want {
 					t.Errorf("%s from %s: X-Forwarded-For starts with %q, want the client %s", url, c.Name, ff, want)
 				}
@@ -71,7 +71,7 @@ func TestE2EClientAffinity(t *testing.T) {
 			client := e.client(c, clientOptions{keepAlive: false})
 			seen := map[string]int{}
 			for range connections {
-				got, _ := getEcho(t, client, "https://"+appName+"/affinity")
+				got, _ := fetchEcho(t, client, "https://"+appName+"/affinity")
 				seen[got.Backend]++
 			}
 			if len(seen) != 1 {
@@ -123,7 +123,7 @@ func TestE2ETLSSNITwoNames(t *testing.T) {
 		// A verified request per name goes through to a backend.
 		client := e.client(c, clientOptions{keepAlive: true})
 		for _, name := range []string{appName, apiName} {
-			got, _ := getEcho(t, client, "https://"+name+"/sni")
+			got, _ := fetchEcho(t, client, "https://"+name+"/sni")
 			if got.Host != name {
 				t.Errorf("backend saw Host %q, want %q", got.Host, name)
 			}

@@ -101,7 +101,7 @@ func TestFaultL7KilledUnderLoad(t *testing.T) {
 		// New connections after the fall time all go to the survivor.
 		client := e.client(e.topo.Clients[0], clientOptions{keepAlive: false})
 		for i := range 50 {
-			got, _ := getEcho(t, client, "https://"+appName+"/after")
+			got, _ := fetchEcho(t, client, "https://"+appName+"/after")
 			if got.Backend == victimBackend {
 				t.Errorf("request %d after the fall time reached the killed node", i)
 			}
@@ -453,7 +453,7 @@ func TestFaultBadInput(t *testing.T) {
 				}
 
 				// Other clients are still served.
-				getEcho(t, ok, "https://"+appName+"/still-ok")
+				fetchEcho(t, ok, "https://"+appName+"/still-ok")
 
 				var counted []string
 				logged := 0
@@ -493,7 +493,7 @@ func TestFaultBadInput(t *testing.T) {
 			time.Sleep(time.Second)
 			peak := totalRSS(t, tiers)
 			for i := range 20 {
-				if _, resp := getEcho(t, ok, fmt.Sprintf("https://%s/during-slow/%d", appName, i)); resp == nil {
+				if _, resp := fetchEcho(t, ok, fmt.Sprintf("https://%s/during-slow/%d", appName, i)); resp == nil {
 					t.Fatal("no response")
 				}
 			}

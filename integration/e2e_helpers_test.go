@@ -181,9 +181,9 @@ func vipAddr(addr string) string {
 	return netip.AddrPortFrom(topology.VIP, uint16(port)).String()
 }
 
-// getEcho sends GET url and decodes the echo backend's reply. It fails the
+// fetchEcho sends GET url and decodes the echo backend's reply. It fails the
 // test on a transport error or a status other than 200.
-func getEcho(t *testing.T, c *http.Client, url string) (echo.Request, *http.Response) {
+func fetchEcho(t *testing.T, c *http.Client, url string) (echo.Request, *http.Response) {
 	t.Helper()
 	resp, err := c.Get(url)
 	if err != nil {

@@ -81,6 +81,10 @@ const (
 	DefaultConnectTimeout = Duration(2e9)
 	DefaultIdleTimeout    = Duration(300e9)
 	DefaultDialAttempts   = 3
+
+	// MaxRealWeight bounds a real's weight, so a weighted Maglev build stays
+	// proportional without huge rounds.
+	MaxRealWeight = 1000
 )
 
 // RealWeight returns the real's weight, 1 when unset.
@@ -198,6 +202,9 @@ func (v *VIP) validate(path string, errs *Errors) {
 	if !big.NewInt(int64(v.TableSize)).ProbablyPrime(20) || v.TableSize > 1<<24 {
 		errs.add(join(path, "table_size"), "%d is not a prime at most 16777216 (65537 is a good default)", v.TableSize)
 	}
+	if v.TableSize < uint64(len(v.Reals)) {
+		errs.add(join(path, "table_size"), "%d is smaller than the number of reals (%d)", v.TableSize, len(v.Reals))
+	}
 	if v.MaxConnections < 0 {
 		errs.add(join(path, "max_connections"), "%d is negative", v.MaxConnections)
 	}
@@ -221,8 +228,8 @@ func (v *VIP) validate(path string, errs *Errors) {
 			}
 			seen[r.Address] = i
 		}
-		if r.Weight != nil && (*r.Weight < 0 || *r.Weight > 1000) {
-			errs.add(join(rp, "weight"), "%d is outside 0..1000", *r.Weight)
+		if r.Weight != nil && (*r.Weight < 0 || *r.Weight > MaxRealWeight) {
+			errs.add(join(rp, "weight"), "%d is outside 0..%d", *r.Weight, MaxRealWeight)
 		}
 		if r.HealthAddress != "" {
 			checkHostPort(errs, join(rp, "health_address"), r.HealthAddress)

@@ -107,6 +107,31 @@ type Upstream struct {
 	Retries            int      `yaml:"retries"`
 	TLS                bool     `yaml:"tls"`
 	InsecureSkipVerify bool     `yaml:"insecure_skip_verify"`
+
+	// Protocol is how the proxy talks to backends: "http1" (default;
+	// HTTP/1.1, or HTTP/2 through ALPN when tls is set) or "h2c" (cleartext
+	// HTTP/2 with prior knowledge, which gRPC backends need).
+	Protocol string `yaml:"protocol"`
+	// Outlier configures passive ejection of failing backends.
+	Outlier Outlier `yaml:"outlier"`
+	// RetryBudget caps retries across the pool so that a failing backend
+	// cannot multiply the load on the others.
+	RetryBudget RetryBudget `yaml:"retry_budget"`
+}
+
+// Outlier configures passive ejection: a backend that fails
+// ConsecutiveFailures requests in a row (connect failures or 5xx responses)
+// gets no traffic for Cooldown, then is tried again.
+type Outlier struct {
+	ConsecutiveFailures int      `yaml:"consecutive_failures"`
+	Cooldown            Duration `yaml:"cooldown"`
+}
+
+// RetryBudget allows retries while the retries in flight stay below Percent
+// of the requests in flight, or below MinConcurrency, whichever is larger.
+type RetryBudget struct {
+	Percent        int `yaml:"percent"`
+	MinConcurrency int `yaml:"min_concurrency"`
 }
 
 // Backend is one server in an upstream pool.
@@ -131,6 +156,10 @@ const (
 	DefaultUpstreamHeaderTimeout = Duration(30e9)
 	DefaultUpstreamIdleTimeout   = Duration(50e9)
 	DefaultMaxIdlePerBackend     = 64
+	DefaultOutlierFailures       = 5
+	DefaultOutlierCooldown       = Duration(30e9)
+	DefaultRetryBudgetPercent    = 20
+	DefaultRetryMinConcurrency   = 3
 )
 
 // BackendWeight returns the backend's weight, 1 when unset.
@@ -176,6 +205,21 @@ func (c *L7) setDefaults() {
 		}
 		if u.MaxIdlePerBackend == 0 {
 			u.MaxIdlePerBackend = DefaultMaxIdlePerBackend
+		}
+		if u.Protocol == "" {
+			u.Protocol = "http1"
+		}
+		if u.Outlier.ConsecutiveFailures == 0 {
+			u.Outlier.ConsecutiveFailures = DefaultOutlierFailures
+		}
+		if u.Outlier.Cooldown == 0 {
+			u.Outlier.Cooldown = DefaultOutlierCooldown
+		}
+		if u.RetryBudget.Percent == 0 {
+			u.RetryBudget.Percent = DefaultRetryBudgetPercent
+		}
+		if u.RetryBudget.MinConcurrency == 0 {
+			u.RetryBudget.MinConcurrency = DefaultRetryMinConcurrency
 		}
 		if u.HealthCheck != nil {
 			if u.HealthCheck.Type == "" {
@@ -362,5 +406,23 @@ func (u *Upstream) validate(path string, errs *Errors) {
 	}
 	if u.MaxIdlePerBackend < 0 {
 		errs.add(join(path, "max_idle_per_backend"), "%d is negative", u.MaxIdlePerBackend)
+	}
+	switch u.Protocol {
+	case "http1":
+	case "h2c":
+		if u.TLS {
+			errs.add(join(path, "protocol"), "is h2c but tls is set (h2c is cleartext HTTP/2 only)")
+		}
+	default:
+		errs.add(join(path, "protocol"), "%q is not one of http1, h2c", u.Protocol)
+	}
+	if u.Outlier.ConsecutiveFailures < 0 {
+		errs.add(join(path, "outlier.consecutive_failures"), "%d is negative", u.Outlier.ConsecutiveFailures)
+	}
+	if u.RetryBudget.Percent < 0 || u.RetryBudget.Percent > 100 {
+		errs.add(join(path, "retry_budget.percent"), "%d is outside 0..100", u.RetryBudget.Percent)
+	}
+	if u.RetryBudget.MinConcurrency < 0 {
+		errs.add(join(path, "retry_budget.min_concurrency"), "%d is negative", u.RetryBudget.MinConcurrency)
 	}
 }

@@ -1,0 +1,282 @@
+package userspace
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tidegate/tidegate/l4/proxyheader"
+)
+
+// Picker returns up to n real addresses for a connection from client to vip,
+// in the order to try them, or nil when no real can take it. It is called
+// once per accepted connection and must not block.
+type Picker interface {
+	Pick(client, vip netip.AddrPort, n int) []string
+}
+
+// VIP is what the engine needs to serve one virtual service.
+type VIP struct {
+	Name           string
+	Address        string // listen address, host:port
+	ProxyVersion   int    // 1 or 2
+	ConnectTimeout time.Duration
+	// IdleTimeout closes a connection when no byte has moved in either
+	// direction for this long; 0 disables it.
+	IdleTimeout time.Duration
+	// MaxConnections caps the connections open on the VIP; 0 means no cap.
+	MaxConnections int
+	// DialAttempts is how many reals are tried, in Picker order.
+	DialAttempts int
+	Picker       Picker
+}
+
+// Engine accepts on every VIP and proxies each connection to a real. Its
+// methods are safe for concurrent use.
+type Engine struct {
+	logger *slog.Logger
+	m      *metrics
+	ids    *proxyheader.IDSource
+
+	mu        sync.Mutex
+	listeners map[string]*listener        // serving, by listen address
+	pending   map[string]*net.TCPListener // bound by Prepare, not yet serving
+	conns     map[*net.TCPConn]struct{}   // client and real sides, for Drain
+	draining  bool
+
+	acceptWG sync.WaitGroup
+	connWG   sync.WaitGroup
+}
+
+type listener struct {
+	ln     *net.TCPListener
+	vip    atomic.Pointer[VIP]
+	active atomic.Int64 // client connections open, checked against MaxConnections
+
+	limitLog  logLimiter
+	noRealLog logLimiter
+	dialLog   logLimiter
+}
+
+// New returns an engine with no listeners and registers its metrics with reg.
+func New(logger *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
+	m, err := newMetrics(reg)
+	if err != nil {
+		return nil, fmt.Errorf("register userspace engine metrics: %w", err)
+	}
+	return &Engine{
+		logger:    logger,
+		m:         m,
+		ids:       proxyheader.NewIDSource(),
+		listeners: map[string]*listener{},
+		pending:   map[string]*net.TCPListener{},
+		conns:     map[*net.TCPConn]struct{}{},
+	}, nil
+}
+
+// Prepare binds every address in addrs that is not bound yet, so that a
+// later [Engine.Update] cannot fail on a bind. It binds all of them or, on
+// the first error, none.
+func (e *Engine) Prepare(addrs []string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var bound []string
+	for _, addr := range addrs {
+		if e.listeners[addr] != nil || e.pending[addr] != nil {
+			continue
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, a := range bound {
+				e.pending[a].Close()
+				delete(e.pending, a)
+			}
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		e.pending[addr] = ln.(*net.TCPListener)
+		bound = append(bound, addr)
+	}
+	return nil
+}
+
+// Update makes the engine serve exactly vips. A VIP whose address is already
+// served keeps its listener and its open connections and takes the new
+// settings for new connections. Listeners of VIPs no longer present are
+// closed; their open connections run on until they end or Drain.
+func (e *Engine) Update(vips []VIP) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.draining {
+		return errors.New("update userspace engine: draining")
+	}
+
+	var errs []error
+	keep := make(map[string]bool, len(vips))
+	for i := range vips {
+		v := vips[i]
+		keep[v.Address] = true
+		l := e.listeners[v.Address]
+		if l == nil {
+			ln := e.pending[v.Address]
+			delete(e.pending, v.Address)
+			if ln == nil {
+				nl, err := net.Listen("tcp", v.Address)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("listen on %s for vip %s: %w", v.Address, v.Name, err))
+					continue
+				}
+				ln = nl.(*net.TCPListener)
+			}
+			l = &listener{ln: ln}
+			l.vip.Store(&v)
+			e.listeners[v.Address] = l
+			e.acceptWG.Add(1)
+			go e.acceptLoop(l)
+			e.logger.Info("vip listening", "vip", v.Name, "address", ln.Addr().String(), "proxy_protocol", v.ProxyVersion)
+			continue
+		}
+		l.vip.Store(&v)
+	}
+
+	for addr, l := range e.listeners {
+		if !keep[addr] {
+			e.logger.Info("vip listener closed", "vip", l.vip.Load().Name, "address", addr, "open_connections", l.active.Load())
+			l.ln.Close()
+			delete(e.listeners, addr)
+		}
+	}
+	for addr, ln := range e.pending {
+		ln.Close()
+		delete(e.pending, addr)
+	}
+	return errors.Join(errs...)
+}
+
+// Addrs returns the bound address of each served VIP, keyed by the
+// configured address, so callers that configured port 0 learn the port.
+func (e *Engine) Addrs() map[string]net.Addr {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[string]net.Addr, len(e.listeners))
+	for a, l := range e.listeners {
+		out[a] = l.ln.Addr()
+	}
+	return out
+}
+
+// Drain closes every listener, waits for open connections to end until ctx
+// ends, then closes the rest and returns ctx.Err().
+func (e *Engine) Drain(ctx context.Context) error {
+	e.mu.Lock()
+	e.draining = true
+	for addr, l := range e.listeners {
+		l.ln.Close()
+		delete(e.listeners, addr)
+	}
+	for addr, ln := range e.pending {
+		ln.Close()
+		delete(e.pending, addr)
+	}
+	e.mu.Unlock()
+	e.acceptWG.Wait()
+
+	done := make(chan struct{})
+	go func() {
+		e.connWG.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+	}
+
+	e.mu.Lock()
+	n := len(e.conns)
+	for c := range e.conns {
+		c.Close()
+	}
+	e.mu.Unlock()
+	e.logger.Warn("drain timeout, closed open connections", "sockets", n)
+	<-done
+	return ctx.Err()
+}
+
+// track registers c for Drain and reports false when the engine already
+// drains, in which case the caller must close c.
+func (e *Engine) track(c *net.TCPConn) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.draining {
+		return false
+	}
+	e.conns[c] = struct{}{}
+	return true
+}
+
+func (e *Engine) untrack(c *net.TCPConn) {
+	e.mu.Lock()
+	delete(e.conns, c)
+	e.mu.Unlock()
+}
+
+// Accept backoff bounds. EMFILE and ENFILE clear only when connections
+// close, so retrying at once would spin a core and flood the log.
+const (
+	minAcceptDelay = 5 * time.Millisecond
+	maxAcceptDelay = time.Second
+)
+
+func (e *Engine) acceptLoop(l *listener) {
+	defer e.acceptWG.Done()
+	var delay time.Duration
+	for {
+		c, err := l.ln.AcceptTCP()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			v := l.vip.Load()
+			delay = min(max(2*delay, minAcceptDelay), maxAcceptDelay)
+			e.m.acceptErrors.WithLabelValues(v.Name).Inc()
+			e.logger.Warn("accept failed, retrying", "vip", v.Name, "err", err, "retry_in", delay)
+			time.Sleep(delay)
+			continue
+		}
+		delay = 0
+
+		v := l.vip.Load()
+		e.m.accepted.WithLabelValues(v.Name).Inc()
+		if v.MaxConnections > 0 && l.active.Load() >= int64(v.MaxConnections) {
+			e.reject(v, c, rejectLimit)
+			if ok, skipped := l.limitLog.allow(); ok {
+				e.logger.Warn("connection limit reached, rejecting", "vip", v.Name, "max_connections", v.MaxConnections, "suppressed", skipped)
+			}
+			continue
+		}
+		if !e.track(c) {
+			e.reject(v, c, rejectDraining)
+			continue
+		}
+
+		// Only this goroutine adds, so the check above cannot be overtaken.
+		l.active.Add(1)
+		e.connWG.Add(1)
+		go e.serveConn(l, v, c)
+	}
+}
+
+// reject closes c at once with a reset, so the client does not wait on a
+// connection that will carry nothing, and counts it.
+func (e *Engine) reject(v *VIP, c *net.TCPConn, reason string) {
+	_ = c.SetLinger(0)
+	c.Close()
+	e.m.rejected.WithLabelValues(v.Name, reason).Inc()
+}

@@ -1,0 +1,598 @@
+package userspace
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	proxyproto "github.com/pires/go-proxyproto"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/tidegate/tidegate/l4/proxyheader"
+)
+
+// staticPicker returns the same reals for every connection.
+type staticPicker []string
+
+func (p staticPicker) Pick(_, _ netip.AddrPort, n int) []string {
+	if len(p) == 0 {
+		return nil
+	}
+	return p[:min(n, len(p))]
+}
+
+// realConn is what a test real saw on one connection.
+type realConn struct {
+	header *proxyproto.Header
+	conn   net.Conn
+	r      *bufio.Reader
+}
+
+// startReal runs a loopback TCP server that parses the PROXY header of each
+// connection and hands the connection to handle.
+func startReal(t *testing.T, handle func(rc *realConn)) (string, <-chan *proxyproto.Header) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	headers := make(chan *proxyproto.Header, 100)
+	var wg sync.WaitGroup
+	t.Cleanup(func() {
+		ln.Close()
+		wg.Wait()
+	})
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				r := bufio.NewReader(c)
+				h, err := proxyproto.Read(r)
+				if err != nil {
+					t.Errorf("real: read PROXY header: %v", err)
+					return
+				}
+				_ = c.SetReadDeadline(time.Time{})
+				headers <- h
+				handle(&realConn{header: h, conn: c, r: r})
+			}()
+		}
+	}()
+	return ln.Addr().String(), headers
+}
+
+func echo(rc *realConn) {
+	_, _ = io.Copy(rc.conn, rc.r)
+	_ = rc.conn.(*net.TCPConn).CloseWrite()
+}
+
+func newTestEngine(t *testing.T) (*Engine, *prometheus.Registry) {
+	t.Helper()
+	reg := prometheus.NewRegistry()
+	e, err := New(slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = e.Drain(ctx)
+	})
+	return e, reg
+}
+
+// serve starts the engine on one VIP and returns the VIP's bound address.
+func serve(t *testing.T, e *Engine, v VIP) string {
+	t.Helper()
+	if v.Address == "" {
+		v.Address = "127.0.0.1:0"
+	}
+	if v.Name == "" {
+		v.Name = "test"
+	}
+	if v.ProxyVersion == 0 {
+		v.ProxyVersion = 2
+	}
+	if v.ConnectTimeout == 0 {
+		v.ConnectTimeout = time.Second
+	}
+	if v.DialAttempts == 0 {
+		v.DialAttempts = 3
+	}
+	if err := e.Update([]VIP{v}); err != nil {
+		t.Fatal(err)
+	}
+	return e.Addrs()[v.Address].String()
+}
+
+func dial(t *testing.T, addr string) *net.TCPConn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c.(*net.TCPConn)
+}
+
+func TestEngineWritesProxyV2(t *testing.T) {
+	e, reg := newTestEngine(t)
+	real, headers := startReal(t, echo)
+	vip := serve(t, e, VIP{Picker: staticPicker{real}})
+
+	c := dial(t, vip)
+	if _, err := c.Write([]byte("hello")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != "hello" {
+		t.Errorf("echo = %q, want %q", got, "hello")
+	}
+
+	h := <-headers
+	if h.Version != 2 {
+		t.Errorf("header version = %d, want 2", h.Version)
+	}
+	src, dst, ok := h.TCPAddrs()
+	if !ok {
+		t.Fatal("header has no TCP addresses")
+	}
+	if src.String() != c.LocalAddr().String() {
+		t.Errorf("header source = %s, want the client %s", src, c.LocalAddr())
+	}
+	if dst.String() != vip {
+		t.Errorf("header destination = %s, want the VIP %s", dst, vip)
+	}
+	if _, ok := proxyheader.UniqueID(h); !ok {
+		t.Error("header has no UNIQUE_ID TLV")
+	}
+
+	waitFor(t, "connection metrics", func() bool {
+		return testutil.ToFloat64(e.m.bytes.WithLabelValues("test", real, "client_to_real")) == 5 &&
+			testutil.ToFloat64(e.m.bytes.WithLabelValues("test", real, "real_to_client")) == 5
+	})
+	if n := testutil.ToFloat64(e.m.realConns.WithLabelValues("test", real)); n != 1 {
+		t.Errorf("real connections = %v, want 1", n)
+	}
+	if n, err := testutil.GatherAndCount(reg, "tidegate_l4_dial_duration_seconds"); err != nil || n != 1 {
+		t.Errorf("dial histogram series = %d (%v), want 1", n, err)
+	}
+}
+
+func TestEngineUniqueIDsDiffer(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, headers := startReal(t, echo)
+	vip := serve(t, e, VIP{Picker: staticPicker{real}})
+	seen := map[proxyheader.ID]bool{}
+	for range 5 {
+		c := dial(t, vip)
+		_ = c.CloseWrite()
+		_, _ = io.ReadAll(c)
+		id, ok := proxyheader.UniqueID(<-headers)
+		if !ok || seen[id] {
+			t.Fatalf("unique ID %s (present %v) repeated or missing", id, ok)
+		}
+		seen[id] = true
+	}
+}
+
+func TestEngineWritesProxyV1(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, headers := startReal(t, echo)
+	vip := serve(t, e, VIP{ProxyVersion: 1, Picker: staticPicker{real}})
+	c := dial(t, vip)
+	_ = c.CloseWrite()
+	_, _ = io.ReadAll(c)
+	h := <-headers
+	if h.Version != 1 {
+		t.Fatalf("header version = %d, want 1", h.Version)
+	}
+	if src, _, _ := h.TCPAddrs(); src.String() != c.LocalAddr().String() {
+		t.Errorf("v1 source = %s, want %s", src, c.LocalAddr())
+	}
+}
+
+// TestEngineHalfClose checks that the real sees the client's FIN before it
+// answers, and that the answer still reaches the half-closed client.
+func TestEngineHalfClose(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, _ := startReal(t, func(rc *realConn) {
+		req, err := io.ReadAll(rc.r) // returns only after the client's FIN
+		if err != nil {
+			t.Errorf("real: read request: %v", err)
+			return
+		}
+		_, _ = rc.conn.Write(append([]byte("got "), req...))
+		_ = rc.conn.(*net.TCPConn).CloseWrite()
+	})
+	vip := serve(t, e, VIP{Picker: staticPicker{real}})
+
+	c := dial(t, vip)
+	if _, err := c.Write([]byte("request")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read answer after half-close: %v", err)
+	}
+	if string(got) != "got request" {
+		t.Errorf("answer = %q, want %q", got, "got request")
+	}
+}
+
+// TestEngineServerHalfClose is the other order: the real finishes first and
+// the client keeps sending afterwards.
+func TestEngineServerHalfClose(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, _ := startReal(t, func(rc *realConn) {
+		_, _ = rc.conn.Write([]byte("banner"))
+		_ = rc.conn.(*net.TCPConn).CloseWrite()
+		rest, _ := io.ReadAll(rc.r)
+		if string(rest) != "after" {
+			t.Errorf("real read %q after its FIN, want %q", rest, "after")
+		}
+	})
+	vip := serve(t, e, VIP{Picker: staticPicker{real}})
+	c := dial(t, vip)
+	banner, err := io.ReadAll(c)
+	if err != nil || string(banner) != "banner" {
+		t.Fatalf("banner = %q, %v", banner, err)
+	}
+	if _, err := c.Write([]byte("after")); err != nil {
+		t.Fatalf("write after the real's FIN: %v", err)
+	}
+	_ = c.CloseWrite()
+}
+
+func TestEngineDialFallback(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, _ := startReal(t, echo)
+	dead := closedAddr(t)
+	vip := serve(t, e, VIP{Picker: staticPicker{dead, real}})
+
+	c := dial(t, vip)
+	_, _ = c.Write([]byte("x"))
+	_ = c.CloseWrite()
+	if got, _ := io.ReadAll(c); string(got) != "x" {
+		t.Fatalf("echo through the fallback real = %q, want %q", got, "x")
+	}
+	if n := testutil.ToFloat64(e.m.dialFailures.WithLabelValues("test", dead)); n != 1 {
+		t.Errorf("dial failures of the dead real = %v, want 1", n)
+	}
+}
+
+func TestEngineAllDialsFail(t *testing.T) {
+	e, _ := newTestEngine(t)
+	vip := serve(t, e, VIP{Picker: staticPicker{closedAddr(t), closedAddr(t)}})
+	dialRejected(t, vip)
+	waitFor(t, "dial_failed rejection", func() bool {
+		return testutil.ToFloat64(e.m.rejected.WithLabelValues("test", rejectDialFailed)) == 1
+	})
+}
+
+func TestEngineNoReal(t *testing.T) {
+	e, _ := newTestEngine(t)
+	vip := serve(t, e, VIP{Picker: staticPicker(nil)})
+	dialRejected(t, vip)
+	waitFor(t, "no_real rejection", func() bool {
+		return testutil.ToFloat64(e.m.rejected.WithLabelValues("test", rejectNoReal)) == 1
+	})
+}
+
+func TestEngineMaxConnections(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, headers := startReal(t, echo)
+	vip := serve(t, e, VIP{MaxConnections: 1, Picker: staticPicker{real}})
+
+	first := dial(t, vip)
+	<-headers // the first connection reached the real
+
+	dialRejected(t, vip)
+	waitFor(t, "limit rejection", func() bool {
+		return testutil.ToFloat64(e.m.rejected.WithLabelValues("test", rejectLimit)) == 1
+	})
+
+	// The first connection is unaffected.
+	_, _ = first.Write([]byte("still here"))
+	_ = first.CloseWrite()
+	if got, _ := io.ReadAll(first); string(got) != "still here" {
+		t.Errorf("first connection echo = %q", got)
+	}
+
+	// Once it closed, a new connection is accepted again.
+	waitFor(t, "slot freed", func() bool {
+		return testutil.ToFloat64(e.m.active.WithLabelValues("test")) == 0
+	})
+	third := dial(t, vip)
+	_ = third.CloseWrite()
+	if _, err := io.ReadAll(third); err != nil {
+		t.Errorf("third connection: %v", err)
+	}
+	if n := testutil.ToFloat64(e.m.realConns.WithLabelValues("test", real)); n != 2 {
+		t.Errorf("real connections = %v, want 2", n)
+	}
+}
+
+func TestEngineIdleTimeout(t *testing.T) {
+	e, _ := newTestEngine(t)
+	closed := make(chan error, 1)
+	real, _ := startReal(t, func(rc *realConn) {
+		_, err := rc.r.ReadByte()
+		closed <- err
+	})
+	vip := serve(t, e, VIP{IdleTimeout: 100 * time.Millisecond, Picker: staticPicker{real}})
+	c := dial(t, vip)
+
+	select {
+	case err := <-closed:
+		if err == nil {
+			t.Fatal("real read a byte the client never sent")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("idle connection was not closed")
+	}
+	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, net.ErrClosed) {
+		t.Logf("client read after idle close: %v", err)
+	}
+}
+
+// TestEngineIdleKeepsActive sends a byte every 40ms for longer than the idle
+// timeout in one direction only: the connection must stay open.
+func TestEngineIdleKeepsActive(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, _ := startReal(t, echo)
+	vip := serve(t, e, VIP{IdleTimeout: 150 * time.Millisecond, Picker: staticPicker{real}})
+	c := dial(t, vip)
+	buf := make([]byte, 1)
+	for i := range 12 {
+		if _, err := c.Write([]byte{byte(i)}); err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			t.Fatalf("read %d: %v (closed while active)", i, err)
+		}
+		time.Sleep(40 * time.Millisecond)
+	}
+}
+
+func TestEngineUpdateKeepsConnections(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, headers := startReal(t, echo)
+	vip := serve(t, e, VIP{Name: "a", Picker: staticPicker{real}})
+	c := dial(t, vip)
+	<-headers
+
+	// Drop the VIP: its listener closes, its open connection runs on.
+	if err := e.Update(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := net.DialTimeout("tcp", vip, time.Second); err == nil {
+		t.Error("removed VIP still accepts connections")
+	}
+	_, _ = c.Write([]byte("kept"))
+	_ = c.CloseWrite()
+	if got, _ := io.ReadAll(c); string(got) != "kept" {
+		t.Errorf("open connection after its VIP was removed: echo = %q, want %q", got, "kept")
+	}
+}
+
+func TestEnginePrepareAllOrNothing(t *testing.T) {
+	e, _ := newTestEngine(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	free := closedAddr(t)
+	if err := e.Prepare([]string{free, busy.Addr().String()}); err == nil {
+		t.Fatal("Prepare with a busy address succeeded")
+	}
+	ln, err := net.Listen("tcp", free)
+	if err != nil {
+		t.Fatalf("Prepare left %s bound after failing: %v", free, err)
+	}
+	ln.Close()
+}
+
+func TestEngineDrainClosesAfterTimeout(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, headers := startReal(t, echo)
+	vip := serve(t, e, VIP{Picker: staticPicker{real}})
+	c := dial(t, vip)
+	<-headers
+
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	if err := e.Drain(ctx); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Drain with an open connection = %v, want DeadlineExceeded", err)
+	}
+	if _, err := io.ReadAll(c); err != nil && !isReset(err) {
+		t.Errorf("client read after forced drain: %v", err)
+	}
+	if _, err := net.DialTimeout("tcp", vip, time.Second); err == nil {
+		t.Error("drained engine still accepts connections")
+	}
+}
+
+func TestEngineDrainWaits(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, headers := startReal(t, echo)
+	vip := serve(t, e, VIP{Picker: staticPicker{real}})
+	c := dial(t, vip)
+	<-headers
+
+	done := make(chan error, 1)
+	go func() { done <- e.Drain(context.Background()) }()
+	select {
+	case err := <-done:
+		t.Fatalf("Drain returned %v with a connection open", err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	_, _ = c.Write([]byte("bye"))
+	_ = c.CloseWrite()
+	if got, _ := io.ReadAll(c); string(got) != "bye" {
+		t.Errorf("echo during drain = %q", got)
+	}
+	if err := <-done; err != nil {
+		t.Errorf("Drain = %v after the last connection closed", err)
+	}
+}
+
+// TestEngineLargeTransfer moves 8 MiB each way at once and compares bytes.
+func TestEngineLargeTransfer(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, _ := startReal(t, echo)
+	vip := serve(t, e, VIP{Picker: staticPicker{real}})
+	c := dial(t, vip)
+
+	data := make([]byte, 8<<20)
+	for i := range data {
+		data[i] = byte(i * 7 / 3)
+	}
+	go func() {
+		_, _ = c.Write(data)
+		_ = c.CloseWrite()
+	}()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("echoed %d bytes differ from the %d sent", len(got), len(data))
+	}
+}
+
+// dialRejected connects to a VIP that is expected to reset the connection
+// at once, and checks that no byte arrives. The reset can already fail the
+// connect, which is fine.
+func dialRejected(t *testing.T, addr string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if got, _ := io.ReadAll(c); len(got) > 0 {
+		t.Errorf("rejected connection received %q", got)
+	}
+}
+
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func isReset(err error) bool {
+	var ne *net.OpError
+	return errors.As(err, &ne)
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+func TestLogLimiter(t *testing.T) {
+	var l logLimiter
+	if ok, _ := l.allow(); !ok {
+		t.Fatal("first line suppressed")
+	}
+	for range 5 {
+		if ok, _ := l.allow(); ok {
+			t.Fatal("line within a second allowed")
+		}
+	}
+	l.next.Store(time.Now().UnixNano() - 1)
+	ok, skipped := l.allow()
+	if !ok || skipped != 5 {
+		t.Errorf("allow after a second = %v, %d suppressed; want true, 5", ok, skipped)
+	}
+}
+
+// BenchmarkConnect measures one connection through the engine on loopback:
+// accept, pick, dial, PROXY header, one echoed byte and both FINs.
+func BenchmarkConnect(b *testing.B) {
+	reg := prometheus.NewRegistry()
+	e, err := New(slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Drain(context.Background())
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				if _, err := proxyproto.Read(r); err != nil {
+					return
+				}
+				_, _ = io.Copy(c, r)
+			}()
+		}
+	}()
+	if err := e.Update([]VIP{{Name: "bench", Address: "127.0.0.1:0", ProxyVersion: 2, ConnectTimeout: time.Second,
+		DialAttempts: 1, Picker: staticPicker{ln.Addr().String()}}}); err != nil {
+		b.Fatal(err)
+	}
+	vip := e.Addrs()["127.0.0.1:0"].String()
+	buf := make([]byte, 1)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := net.Dial("tcp", vip)
+		if err != nil {
+			b.Fatal(err)
+		}
+		_, _ = c.Write([]byte{1})
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+		c.Close()
+	}
+}

@@ -1,0 +1,384 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/tidegate/tidegate/l7/accesslog"
+	"github.com/tidegate/tidegate/l7/conninfo"
+	"github.com/tidegate/tidegate/l7/route"
+	"github.com/tidegate/tidegate/l7/upstream"
+)
+
+// statusClientClosed is logged and counted, never sent, when the client
+// goes away before its response is complete (the nginx convention).
+const statusClientClosed = 499
+
+// statusForError maps an error from forwarding r to the status the client
+// gets. This is the one place where that mapping lives.
+func statusForError(r *http.Request, err error) int {
+	if r.Context().Err() != nil || errors.Is(err, context.Canceled) {
+		return statusClientClosed
+	}
+	if errors.Is(err, upstream.ErrOverloaded) {
+		return http.StatusServiceUnavailable
+	}
+	if errors.Is(err, upstream.ErrNoBackend) {
+		return http.StatusBadGateway
+	}
+	var ne net.Error
+	if errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return http.StatusGatewayTimeout
+	}
+	return http.StatusBadGateway
+}
+
+// requestState travels in the request context from the listener's handler
+// to the upstream handler and back, for the access log and metrics.
+type requestState struct {
+	attempt  upstream.Attempt
+	upstream string
+	err      error
+	id       string
+}
+
+type requestStateKey struct{}
+
+func stateFrom(ctx context.Context) *requestState {
+	rs, _ := ctx.Value(requestStateKey{}).(*requestState)
+	return rs
+}
+
+// ServeHTTP is the entry of every request on the listener: it assigns the
+// request ID, checks the Host against the TLS server name, routes, runs the
+// route's middlewares and upstream, and logs and counts the result.
+func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	s := l.server
+	st := s.state.Load()
+	ls := l.settings.Load()
+
+	id := r.Header.Get("X-Request-Id")
+	if !validRequestID(id) {
+		id = s.requestIDs.next()
+		r.Header.Set("X-Request-Id", id)
+	}
+	w.Header().Set("X-Request-Id", id)
+
+	rs := &requestState{id: id}
+	rec := &responseRecorder{ResponseWriter: w, server: s}
+	body := &countingBody{ReadCloser: r.Body}
+	if r.Body != nil && r.Body != http.NoBody {
+		r.Body = body
+	}
+	ctx := context.WithValue(r.Context(), requestStateKey{}, rs)
+	r = r.WithContext(upstream.WithAttempt(ctx, &rs.attempt))
+
+	var rt *route.Route
+	defer func() {
+		p := recover()
+		aborted := p != nil
+		l.finish(st, r, rec, rs, rt, body.n.Load(), start, aborted)
+		if p != nil {
+			panic(p)
+		}
+	}()
+
+	info := conninfo.FromRequest(r)
+	if ls.certs != nil && info != nil && ls.certs.misdirected(info.SNI, route.NormalizeHost(r.Host)) {
+		http.Error(rec, "misdirected request: host is not served on this connection", http.StatusMisdirectedRequest)
+		return
+	}
+	rt = st.routes.Match(r)
+	if rt == nil {
+		http.Error(rec, "no route matches this request", http.StatusNotFound)
+		return
+	}
+	rs.upstream = rt.Upstream
+	st.handlers[rt.Index].ServeHTTP(rec, r)
+}
+
+func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs *requestState, rt *route.Route, bytesIn int64, start time.Time, aborted bool) {
+	elapsed := time.Since(start)
+	status := rec.status
+	switch {
+	case rs.err != nil && statusForError(r, rs.err) == statusClientClosed:
+		status = statusClientClosed
+	case aborted && r.Context().Err() != nil:
+		status = statusClientClosed
+	case status == 0:
+		status = http.StatusOK
+	}
+	routeName := ""
+	if rt != nil {
+		routeName = rt.Name
+	}
+	s := l.server
+	s.metrics.observeRequest(routeName, rs.upstream, r.Method, status, elapsed)
+	if rs.attempt.Retries > 0 {
+		s.metrics.retries.WithLabelValues(rs.upstream).Add(float64(rs.attempt.Retries))
+	}
+	if st.accessLog == nil {
+		return
+	}
+	e := &accesslog.Entry{
+		Time:       start,
+		Method:     r.Method,
+		Host:       r.Host,
+		Path:       r.URL.Path,
+		Proto:      r.Proto,
+		Status:     status,
+		BytesIn:    bytesIn,
+		BytesOut:   rec.bytes,
+		DurationMS: float64(elapsed.Microseconds()) / 1000,
+		Route:      routeName,
+		Upstream:   rs.upstream,
+		Backend:    rs.attempt.Backend,
+		Retries:    rs.attempt.Retries,
+		RequestID:  rs.id,
+		Listener:   l.name,
+	}
+	if info := conninfo.FromRequest(r); info != nil {
+		e.ClientAddr = info.Client.Addr().String()
+		e.ConnID = info.UniqueID
+		e.TLSVersion = info.TLSVersion
+		e.SNI = info.SNI
+	}
+	if rs.err != nil {
+		e.Error = rs.err.Error()
+	}
+	if err := st.accessLog.Log(e); err != nil {
+		s.metrics.accessLogErrors.Inc()
+	}
+}
+
+// newUpstreamHandler returns the handler that forwards to pool.
+func (s *Server) newUpstreamHandler(pool *upstream.Pool) http.Handler {
+	return &httputil.ReverseProxy{
+		Rewrite:        s.rewrite,
+		Transport:      pool,
+		ModifyResponse: modifyResponse,
+		ErrorHandler:   s.handleProxyError,
+		ErrorLog:       slog.NewLogLogger(s.logger.Handler(), slog.LevelDebug),
+		BufferPool:     bufferPool{},
+	}
+}
+
+func modifyResponse(resp *http.Response) error {
+	// The listener already set the request ID on the response; a copy from
+	// the backend would make a second value.
+	resp.Header.Del("X-Request-Id")
+	return nil
+}
+
+func (s *Server) handleProxyError(w http.ResponseWriter, r *http.Request, err error) {
+	status := statusForError(r, err)
+	if rs := stateFrom(r.Context()); rs != nil {
+		rs.err = err
+	}
+	if status == statusClientClosed {
+		return
+	}
+	if s.logger.Enabled(r.Context(), slog.LevelDebug) {
+		s.logger.Debug("upstream request failed", "status", status, "err", err)
+	}
+	http.Error(w, http.StatusText(status), status)
+}
+
+// rewrite builds the forwarding headers of an outbound request. By the time
+// it runs, ReverseProxy has removed hop-by-hop headers, every header named
+// in Connection, and the inbound Forwarded and X-Forwarded-{For,Host,Proto}.
+func (s *Server) rewrite(pr *httputil.ProxyRequest) {
+	in, out := pr.In, pr.Out
+	out.Header.Del("X-Real-Ip")
+	out.Header.Del("X-Forwarded-Port")
+
+	info := conninfo.FromRequest(in)
+	if info == nil {
+		return
+	}
+	var trusted bool
+	if l := s.listenerByName(info.Listener); l != nil {
+		trusted = containsAddr(l.settings.Load().trustedForwarders, info.Client.Addr())
+	}
+	client := info.Client.Addr()
+	proto := "http"
+	if info.TLS {
+		proto = "https"
+	}
+	port := strconv.Itoa(int(info.Local.Port()))
+
+	h := forwardingHeaders{
+		xff:   client.String(),
+		real:  client.String(),
+		proto: proto,
+		host:  in.Host,
+		port:  port,
+	}
+	self := ForwardedElement{For: forwardedNode(client), Host: in.Host, Proto: proto}
+	forwarded := []ForwardedElement{self}
+
+	if trusted {
+		hop := hopByHop(in.Header)
+		keep := func(name string) (string, bool) {
+			if hop[name] {
+				return "", false
+			}
+			v := strings.Join(in.Header.Values(name), ", ")
+			return v, v != ""
+		}
+		if v, ok := keep("X-Forwarded-For"); ok && validXFF(v) {
+			h.xff = v + ", " + h.xff
+		}
+		if v, ok := keep("X-Real-Ip"); ok && validXFF(v) && !strings.Contains(v, ",") {
+			h.real = strings.TrimSpace(v)
+		}
+		if v, ok := keep("X-Forwarded-Proto"); ok && (v == "http" || v == "https") {
+			h.proto = v
+		}
+		if v, ok := keep("X-Forwarded-Host"); ok {
+			h.host = v
+		}
+		if v, ok := keep("X-Forwarded-Port"); ok && validPort(v) {
+			h.port = v
+		}
+		if v, ok := keep("Forwarded"); ok {
+			if prior, err := ParseForwarded(v); err == nil {
+				forwarded = append(prior, self)
+			}
+		}
+	}
+	out.Header.Set("X-Forwarded-For", h.xff)
+	out.Header.Set("X-Real-Ip", h.real)
+	out.Header.Set("X-Forwarded-Proto", h.proto)
+	out.Header.Set("X-Forwarded-Host", h.host)
+	out.Header.Set("X-Forwarded-Port", h.port)
+	out.Header.Set("Forwarded", FormatForwarded(forwarded))
+}
+
+type forwardingHeaders struct {
+	xff, real, proto, host, port string
+}
+
+// hopByHop returns the canonical names the Connection header of h lists.
+func hopByHop(h http.Header) map[string]bool {
+	var names map[string]bool
+	for _, v := range h.Values("Connection") {
+		for f := range strings.SplitSeq(v, ",") {
+			if f = strings.TrimSpace(f); f != "" {
+				if names == nil {
+					names = map[string]bool{}
+				}
+				names[http.CanonicalHeaderKey(f)] = true
+			}
+		}
+	}
+	return names
+}
+
+// validRequestID accepts an inbound X-Request-Id of up to 128 visible ASCII
+// characters; anything else is replaced so logs stay parseable.
+func validRequestID(id string) bool {
+	if id == "" || len(id) > 128 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if id[i] < 0x21 || id[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// requestIDs generates request IDs: a random 64-bit prefix per process and a
+// counter, so IDs are unique without a random read per request.
+type requestIDs struct {
+	prefix [8]byte
+	n      atomic.Uint64
+}
+
+func newRequestIDs() *requestIDs {
+	g := &requestIDs{}
+	_, _ = rand.Read(g.prefix[:])
+	return g
+}
+
+func (g *requestIDs) next() string {
+	var b [16]byte
+	copy(b[:8], g.prefix[:])
+	binary.BigEndian.PutUint64(b[8:], g.n.Add(1))
+	return hex.EncodeToString(b[:])
+}
+
+// responseRecorder remembers the status and counts body bytes. It exposes
+// the wrapped writer through Unwrap so http.ResponseController reaches
+// Flush and friends, and it tracks hijacked connections for drain.
+type responseRecorder struct {
+	http.ResponseWriter
+	server *Server
+	status int
+	bytes  int64
+}
+
+func (rr *responseRecorder) WriteHeader(code int) {
+	if rr.status == 0 || rr.status < 200 {
+		rr.status = code
+	}
+	rr.ResponseWriter.WriteHeader(code)
+}
+
+func (rr *responseRecorder) Write(p []byte) (int, error) {
+	if rr.status == 0 {
+		rr.status = http.StatusOK
+	}
+	n, err := rr.ResponseWriter.Write(p)
+	rr.bytes += int64(n)
+	return n, err
+}
+
+func (rr *responseRecorder) Unwrap() http.ResponseWriter { return rr.ResponseWriter }
+
+// Hijack takes over the connection for an upgraded protocol and registers
+// it so that Drain can wait for it: http.Server.Shutdown does not track
+// hijacked connections.
+func (rr *responseRecorder) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	c, brw, err := http.NewResponseController(rr.ResponseWriter).Hijack()
+	if err != nil {
+		return nil, nil, err
+	}
+	rr.status = http.StatusSwitchingProtocols
+	return rr.server.upgraded.add(c), brw, nil
+}
+
+// countingBody counts request body bytes read.
+type countingBody struct {
+	io.ReadCloser
+	n atomic.Int64
+}
+
+func (c *countingBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// bufferPool reuses 32 KiB copy buffers across responses.
+type bufferPool struct{}
+
+var copyBuffers = newSyncPool(32 << 10)
+
+func (bufferPool) Get() []byte  { return *copyBuffers.Get().(*[]byte) }
+func (bufferPool) Put(b []byte) { copyBuffers.Put(&b) }
