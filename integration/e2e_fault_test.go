@@ -234,8 +234,8 @@ func TestFaultReloadUnderLoad(t *testing.T) {
 }
 
 // faultyBackend serves one kind of broken upstream on ln until the test
-// ends: "reset" answers with a TCP RST, "stall" never answers and "garbage"
-// answers bytes that are not HTTP.
+// ends: "reset" replies with a TCP RST, "stall" never replies and "garbage"
+// replies with bytes that are not HTTP.
 func faultyBackend(t *testing.T, ln net.Listener, kind string) {
 	t.Helper()
 	var mu sync.Mutex
@@ -327,6 +327,7 @@ func TestFaultBadBackends(t *testing.T) {
 		client := e.client(e.topo.Clients[1], clientOptions{keepAlive: true})
 		start := time.Now()
 		for _, k := range kinds {
+			var codes []int
 			for i := range 3 {
 				resp, err := client.Get(fmt.Sprintf("https://%s/%s/%d", appName, k.name, i))
 				if err != nil {
@@ -335,13 +336,15 @@ func TestFaultBadBackends(t *testing.T) {
 				}
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
+				codes = append(codes, resp.StatusCode)
 				// After the first failure, passive outlier ejection may
-				// answer 503 (no healthy backend) instead.
+				// return 503 (no healthy backend) instead.
 				ok := resp.StatusCode == k.want || (i > 0 && resp.StatusCode == http.StatusServiceUnavailable)
 				if !ok {
 					t.Errorf("%s backend, request %d: status %d, want %d", k.name, i, resp.StatusCode, k.want)
 				}
 			}
+			t.Logf("outcome %s backend: client saw statuses %v (mapped status %d)", k.name, codes, k.want)
 		}
 		end := time.Now()
 		close(stop)
@@ -434,6 +437,7 @@ func TestFaultBadInput(t *testing.T) {
 		tiers := append(append([]*topology.Process{}, e.chain.L4...), e.chain.L7...)
 		rssBefore := totalRSS(t, tiers)
 		counterName := regexp.MustCompile(`(?i)(error|reject|invalid|fail|timeout|bad|drop|close)`)
+		anySeries := regexp.MustCompile(`.`)
 		ok := e.client(e.topo.Clients[1], clientOptions{keepAlive: true})
 
 		for _, bc := range cases {
@@ -455,13 +459,19 @@ func TestFaultBadInput(t *testing.T) {
 				// Other clients are still served.
 				fetchEcho(t, ok, "https://"+appName+"/still-ok")
 
-				var counted []string
+				var counted, grown []string
 				logged := 0
 				for _, p := range tiers {
 					if p.Exited() {
 						t.Fatalf("%s on %s exited: %s", p.Name, p.Host.Name, p.State())
 					}
-					counted = append(counted, increased(before[p], scrapeMetrics(t, p), counterName)...)
+					after := scrapeMetrics(t, p)
+					for _, series := range increased(before[p], after, counterName) {
+						counted = append(counted, p.Host.Name+" "+series)
+					}
+					for _, series := range increased(before[p], after, anySeries) {
+						grown = append(grown, p.Host.Name+" "+series)
+					}
 					for _, line := range strings.Split(p.Output(), "\n")[lines[p]-1:] {
 						if strings.Contains(line, bc.source) {
 							logged++
@@ -469,10 +479,11 @@ func TestFaultBadInput(t *testing.T) {
 					}
 				}
 				// NOTE: the counter check matches metric names by words such
-				// as "error" or "reject"; a tier that names its counters
-				// otherwise makes this fail and the pattern needs widening.
+				// as "error" or "reject". A tier that names its counters
+				// otherwise makes this fail, so widen the pattern then.
 				if len(counted) == 0 {
-					t.Errorf("no tidegate error or rejection counter increased after %d connections", conns)
+					t.Errorf("no tidegate error or rejection counter increased after %d connections; series that grew: %s",
+						conns, strings.Join(grown, ", "))
 				}
 				if logged == 0 {
 					t.Errorf("no log line mentions the peer %s after %d connections", bc.source, conns)

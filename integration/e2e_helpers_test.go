@@ -301,8 +301,8 @@ type loadSummary struct {
 	p50, p99              time.Duration
 }
 
-// summarize counts results that started in [from, to); a zero to means no
-// end.
+// summarize counts the results that started at or after from and before
+// to. A zero from or to leaves that side open.
 func summarize(rs []result, from, to time.Time) loadSummary {
 	var s loadSummary
 	var lat []time.Duration

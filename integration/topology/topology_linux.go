@@ -427,14 +427,14 @@ func removeNamed(prefix string) error {
 		if err := killInNamespace(path); err != nil {
 			errs = append(errs, err)
 		}
-		if err := netns.DeleteNamed(e.Name()); err != nil {
+		if err := deleteNamed(path); err != nil {
 			errs = append(errs, fmt.Errorf("delete namespace %s: %w", e.Name(), err))
 		}
 	}
 	pins, _ := os.ReadDir(bpfFSDir)
 	for _, e := range pins {
 		if strings.HasPrefix(e.Name(), prefix) {
-			if err := os.RemoveAll(bpfFSDir + "/" + e.Name()); err != nil {
+			if err := os.RemoveAll(bpfFSDir + "/" + e.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("remove BPF pin %s: %w", e.Name(), err))
 			}
 		}
@@ -442,11 +442,28 @@ func removeNamed(prefix string) error {
 	return errors.Join(errs...)
 }
 
+// deleteNamed unmounts and removes the namespace bound at path. Another
+// test process sweeping the same leftovers may have removed it already,
+// which is not an error.
+func deleteNamed(path string) error {
+	err := syscall.Unmount(path, syscall.MNT_DETACH)
+	if err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+		return err
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // killInNamespace sends SIGKILL to every process whose network namespace is
 // the one bound at path, and waits up to two seconds for them to exit.
 func killInNamespace(path string) error {
 	var want syscall.Stat_t
 	if err := syscall.Stat(path, &want); err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return nil // removed by a concurrent sweep
+		}
 		return fmt.Errorf("stat %s: %w", path, err)
 	}
 	procs, err := os.ReadDir("/proc")

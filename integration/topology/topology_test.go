@@ -160,19 +160,26 @@ func TestSweepRemovesDeadRunLeftovers(t *testing.T) {
 	}
 	prefix := fmt.Sprintf("%s%d-1-", NamePrefix, done.Process.Pid)
 	name := prefix + "leftover"
-	ns, err := newNamedNamespace(name)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Close()
+	path := netnsDir + "/" + name
 	t.Cleanup(func() { _ = removeNamed(prefix) })
 
-	sleeper := exec.Command("ip", "netns", "exec", name, "sleep", "60")
+	// The process enters its own namespace before the namespace gets its
+	// name, because a concurrent test process may sweep the name at once.
+	sleeper := exec.Command("sleep", "60")
+	sleeper.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWNET}
 	if err := sleeper.Start(); err != nil {
 		t.Fatal(err)
 	}
 	waited := make(chan error, 1)
 	go func() { waited <- sleeper.Wait() }()
+	if err := os.WriteFile(path, nil, 0o444); err != nil {
+		t.Fatal(err)
+	}
+	nsPath := fmt.Sprintf("/proc/%d/ns/net", sleeper.Process.Pid)
+	if err := syscall.Mount(nsPath, path, "", syscall.MS_BIND, ""); err != nil {
+		_ = sleeper.Process.Kill()
+		t.Fatalf("bind %s to %s: %v", nsPath, path, err)
+	}
 
 	pin := bpfFSDir + "/" + prefix + "pins"
 	pinMade := os.Mkdir(pin, 0o700) == nil
@@ -180,7 +187,7 @@ func TestSweepRemovesDeadRunLeftovers(t *testing.T) {
 	if err := Sweep(); err != nil {
 		t.Fatalf("Sweep() = %v", err)
 	}
-	if _, err := os.Stat(netnsDir + "/" + name); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("namespace %s still exists after Sweep (stat: %v)", name, err)
 	}
 	select {
