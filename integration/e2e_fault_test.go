@@ -61,12 +61,37 @@ func TestFaultL7KilledUnderLoad(t *testing.T) {
 
 		time.Sleep(2 * time.Second)
 		victim, victimBackend := e.chain.L7[0], e.topo.Backends[0].Name
+		victimReal := netip.AddrPortFrom(victim.Host.Addr(topology.SegmentMid), topology.L7HTTPSPort).String()
+		l4 := e.chain.L4[0]
 		killAt := time.Now()
 		victim.Kill()
 		settled := killAt.Add(fallTime + detectionSlack)
-		time.Sleep(time.Until(settled) + 2*time.Second)
+
+		// Watch the L4 take the node out of the VIP's Maglev table, and
+		// count the connections it sends the node from then on.
+		var detectedAt time.Time
+		var connsAtDetection float64
+		for time.Now().Before(settled.Add(2 * time.Second)) {
+			m := scrapeMetrics(t, l4)
+			if detectedAt.IsZero() && m[`tidegate_l4_vip_usable_reals{vip="https"}`] == float64(len(e.chain.L7)-1) {
+				detectedAt = time.Now()
+				connsAtDetection = sumSeries(m, "tidegate_l4_real_connections_total", victimReal)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
 		close(stop)
 		rs := <-done
+
+		if detectedAt.IsZero() {
+			t.Fatalf("the L4 still counts %s as usable %s after the kill", victim.Host.Name, settled.Add(2*time.Second).Sub(killAt))
+		}
+		if detectedAt.After(settled) {
+			t.Errorf("the L4 marked %s down %s after the kill, want within the fall time %s + slack %s",
+				victim.Host.Name, detectedAt.Sub(killAt), fallTime, detectionSlack)
+		}
+		if after := sumSeries(scrapeMetrics(t, l4), "tidegate_l4_real_connections_total", victimReal); after != connsAtDetection {
+			t.Errorf("the L4 sent %g new connections to %s after marking it down", after-connsAtDetection, victim.Host.Name)
+		}
 
 		// Which L7 node each keep-alive worker's connection was on.
 		onVictim := map[int]bool{}
@@ -87,6 +112,8 @@ func TestFaultL7KilledUnderLoad(t *testing.T) {
 			failedOnce := r.err != nil || r.retried
 			switch {
 			case !failedOnce:
+			case r.start.Add(r.latency).Before(killAt):
+				t.Errorf("worker %d failed at %s, before the kill: %v", r.worker, r.start.Format("15:04:05.000"), r.err)
 			case r.worker < keepAlive && !onVictim[r.worker]:
 				t.Errorf("worker %d on the surviving node failed at %s: %v", r.worker, r.start.Format("15:04:05.000"), r.err)
 			case r.start.After(settled):
@@ -113,10 +140,25 @@ func TestFaultL7KilledUnderLoad(t *testing.T) {
 				victimConns++
 			}
 		}
-		t.Logf("killed %s (SIGKILL); %d of %d keep-alive connections were on it; fall time %s", victim.Host.Name, victimConns, keepAlive, fallTime)
+		t.Logf("killed %s (SIGKILL); %d of %d keep-alive connections were on it; the L4 marked it down after %s (fall time %s)",
+			victim.Host.Name, victimConns, keepAlive, detectedAt.Sub(killAt).Round(time.Millisecond), fallTime)
+		if errs := firstErrors(rs, 5); errs != "" {
+			t.Logf("failed requests:\n%s", errs)
+		}
 		logOutcome(t, "during the event (kill to fall time + slack)", summarize(rs, killAt, settled))
 		logOutcome(t, "whole run", summarize(rs, time.Time{}, time.Time{}))
 	})
+}
+
+// sumSeries adds the samples of metric whose labels contain substr.
+func sumSeries(m map[string]float64, metric, substr string) float64 {
+	var sum float64
+	for k, v := range m {
+		if strings.HasPrefix(k, metric+"{") && strings.Contains(k, substr) {
+			sum += v
+		}
+	}
+	return sum
 }
 
 func TestFaultL7DrainUnderLoad(t *testing.T) {
