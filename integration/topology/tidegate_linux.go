@@ -38,7 +38,7 @@ func Binary(tb testing.TB) string {
 	buildOnce.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")
-		dir, err := os.MkdirTemp("", NamePrefix+"bin-")
+		dir, err := os.MkdirTemp("", fmt.Sprintf("%s%d-bin-", NamePrefix, os.Getpid()))
 		if err != nil {
 			buildErr = err
 			return

@@ -9,6 +9,8 @@ import (
 	"net/netip"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -35,8 +37,8 @@ type Topology struct {
 	// "tge-4242-1-". It ends with a dash.
 	Name string
 	// Dir is a temporary directory for configurations, certificates and
-	// process logs. It is removed by [Topology.Close] unless the test
-	// failed.
+	// process logs. [Topology.Close] removes it after logging the process
+	// output and configurations of a failed test.
 	Dir string
 	// SwitchNamespace contains the bridges of the three segments.
 	SwitchNamespace string
@@ -46,13 +48,12 @@ type Topology struct {
 	L7       []*Host
 	Backends []*Host
 
-	tb      testing.TB
-	sw      netns.NsHandle
-	hosts   []*Host
-	mu      sync.Mutex
-	procs   []*Process
-	closed  bool
-	keepDir atomic.Bool
+	tb     testing.TB
+	sw     netns.NsHandle
+	hosts  []*Host
+	mu     sync.Mutex
+	procs  []*Process
+	closed bool
 	// extraArgs are added to every tier command line; see
 	// [ChainOptions.ExtraArgs].
 	extraArgs []string
@@ -80,15 +81,12 @@ func New(tb testing.TB, spec Spec) *Topology {
 		tb.Logf("sweep leftovers: %v", err)
 	}
 
-	dir, err := os.MkdirTemp("", NamePrefix+"topology-")
+	name := fmt.Sprintf("%s%d-%d-", NamePrefix, os.Getpid(), topologyCount.Add(1))
+	dir, err := os.MkdirTemp("", name+"dir-")
 	if err != nil {
 		tb.Fatalf("create topology directory: %v", err)
 	}
-	t := &Topology{
-		Name: fmt.Sprintf("%s%d-%d-", NamePrefix, os.Getpid(), topologyCount.Add(1)),
-		Dir:  dir,
-		tb:   tb,
-	}
+	t := &Topology{Name: name, Dir: dir, tb: tb}
 	t.SwitchNamespace = t.Name + "sw"
 	register(t)
 	tb.Cleanup(t.Close)
@@ -294,7 +292,6 @@ func (t *Topology) Hosts() []*Host { return t.hosts }
 // the output of every process. Close is safe to call more than once.
 func (t *Topology) Close() {
 	if t.tb.Failed() {
-		t.keepDir.Store(true)
 		t.dumpLogs()
 	}
 	t.teardown()
@@ -327,9 +324,7 @@ func (t *Topology) teardown() {
 	if err := removeNamed(t.Name); err != nil {
 		errs = append(errs, err)
 	}
-	if t.keepDir.Load() {
-		fmt.Fprintf(os.Stderr, "topology: kept %s for inspection\n", t.Dir)
-	} else if err := os.RemoveAll(t.Dir); err != nil {
+	if err := os.RemoveAll(t.Dir); err != nil {
 		errs = append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -344,6 +339,12 @@ func (t *Topology) dumpLogs() {
 	for _, p := range procs {
 		t.tb.Logf("---- %s in %s (pid %d, %s) ----\n%s", p.Name, p.Host.Name, p.PID, p.State(), p.Tail(64<<10))
 	}
+	configs, _ := filepath.Glob(filepath.Join(t.Dir, "*.yaml"))
+	for _, path := range configs {
+		if data, err := os.ReadFile(path); err == nil {
+			t.tb.Logf("---- %s ----\n%s", filepath.Base(path), data)
+		}
+	}
 	for _, h := range t.hosts {
 		if out, err := h.Run("ip", "-brief", "address"); err == nil {
 			t.tb.Logf("---- addresses in %s ----\n%s", h.Name, out)
@@ -352,8 +353,9 @@ func (t *Topology) dumpLogs() {
 }
 
 // Sweep removes the leftovers of test processes that have exited. It deletes
-// namespaces under /run/netns and BPF pins under /sys/fs/bpf whose names
-// start with [NamePrefix] and the PID of an exited process. Processes still
+// namespaces under /run/netns, BPF pins under /sys/fs/bpf and temporary
+// directories whose names start with [NamePrefix] and the PID of an exited
+// process. Processes still
 // running inside such a namespace get SIGKILL by PID first. Names that carry
 // the PID of a running process are left alone.
 func Sweep() error {
@@ -370,6 +372,12 @@ func Sweep() error {
 	}
 	pins, _ := os.ReadDir(bpfFSDir)
 	for _, e := range pins {
+		if stale(e.Name()) {
+			prefixes[runPrefix(e.Name())] = true
+		}
+	}
+	tmps, _ := os.ReadDir(os.TempDir())
+	for _, e := range tmps {
 		if stale(e.Name()) {
 			prefixes[runPrefix(e.Name())] = true
 		}
@@ -396,8 +404,8 @@ func stale(name string) bool {
 		return false
 	}
 	pidText, _, _ := strings.Cut(rest, "-")
-	var pid int
-	if _, err := fmt.Sscanf(pidText, "%d", &pid); err != nil || pid <= 0 {
+	pid, err := strconv.Atoi(pidText)
+	if err != nil || pid <= 0 {
 		return false
 	}
 	if pid == os.Getpid() {
@@ -412,7 +420,8 @@ func processAlive(pid int) bool {
 }
 
 // removeNamed kills the processes inside, then deletes, every namespace whose
-// name starts with prefix, and removes BPF pins with that prefix.
+// name starts with prefix, and removes BPF pins and temporary directories
+// with that prefix.
 func removeNamed(prefix string) error {
 	var errs []error
 	entries, err := os.ReadDir(netnsDir)
@@ -431,11 +440,14 @@ func removeNamed(prefix string) error {
 			errs = append(errs, fmt.Errorf("delete namespace %s: %w", e.Name(), err))
 		}
 	}
-	pins, _ := os.ReadDir(bpfFSDir)
-	for _, e := range pins {
-		if strings.HasPrefix(e.Name(), prefix) {
-			if err := os.RemoveAll(bpfFSDir + "/" + e.Name()); err != nil && !errors.Is(err, os.ErrNotExist) {
-				errs = append(errs, fmt.Errorf("remove BPF pin %s: %w", e.Name(), err))
+	for _, dir := range []string{bpfFSDir, os.TempDir()} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if !strings.HasPrefix(e.Name(), prefix) {
+				continue
+			}
+			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+				errs = append(errs, fmt.Errorf("remove %s: %w", filepath.Join(dir, e.Name()), err))
 			}
 		}
 	}

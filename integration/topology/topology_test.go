@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -183,6 +184,10 @@ func TestSweepRemovesDeadRunLeftovers(t *testing.T) {
 
 	pin := bpfFSDir + "/" + prefix + "pins"
 	pinMade := os.Mkdir(pin, 0o700) == nil
+	tmp := filepath.Join(os.TempDir(), prefix+"dir-1")
+	if err := os.Mkdir(tmp, 0o700); err != nil {
+		t.Fatal(err)
+	}
 
 	if err := Sweep(); err != nil {
 		t.Fatalf("Sweep() = %v", err)
@@ -200,6 +205,9 @@ func TestSweepRemovesDeadRunLeftovers(t *testing.T) {
 		if _, err := os.Stat(pin); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("BPF pin %s still exists after Sweep (stat: %v)", pin, err)
 		}
+	}
+	if _, err := os.Stat(tmp); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("directory %s still exists after Sweep (stat: %v)", tmp, err)
 	}
 }
 
