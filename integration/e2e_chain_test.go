@@ -413,3 +413,47 @@ func TestE2ERateLimitPerClient(t *testing.T) {
 		}
 	})
 }
+
+// TestE2EL4NodesAgree sends each client through one L4 node and then the
+// other. With client affinity both L4 nodes must pick the same L7 node,
+// because every L4 node builds the same Maglev table from the same
+// configuration; that is what lets a router spread a VIP over them.
+func TestE2EL4NodesAgree(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode string) {
+		opts := topology.ChainOptions{L4: func(_ int, f *config.File) {
+			for i := range f.L4.VIPs {
+				f.L4.VIPs[i].Affinity = "client"
+			}
+		}}
+		e := startE2E(t, mode, topology.Spec{Clients: 4, L4Nodes: 2}, true, opts)
+		vip := netip.PrefixFrom(topology.VIP, 32).String()
+		for _, c := range e.topo.Clients {
+			picked := map[string]string{} // L4 node to L7 node
+			for _, l4 := range e.topo.L4 {
+				// Pin the VIP route to one L4 node; the default route
+				// spreads over both by hash.
+				if _, err := c.Run("ip", "route", "replace", vip, "via", l4.Addr(topology.SegmentFront).String()); err != nil {
+					t.Fatal(err)
+				}
+				client := e.client(c, clientOptions{keepAlive: false})
+				for range 4 {
+					got, _ := fetchEcho(t, client, "https://"+appName+"/agree")
+					if prev, ok := picked[l4.Name]; ok && prev != got.Backend {
+						t.Errorf("client %s through %s reached both %s and %s", c.Name, l4.Name, prev, got.Backend)
+					}
+					picked[l4.Name] = got.Backend
+				}
+			}
+			if picked["l4-0"] != picked["l4-1"] {
+				t.Errorf("client %s: l4-0 picked %s, l4-1 picked %s; want the same L7 node", c.Name, picked["l4-0"], picked["l4-1"])
+			}
+			t.Logf("client %s: both L4 nodes picked %s", c.Name, picked["l4-0"])
+		}
+		// Each L4 node counted connections, so the test did use both.
+		for _, p := range e.chain.L4 {
+			if n := sumSeries(scrapeMetrics(t, p), "tidegate_l4_connections_accepted_total", `vip="https"`); n == 0 {
+				t.Errorf("%s accepted no connection on the https VIP", p.Host.Name)
+			}
+		}
+	})
+}
