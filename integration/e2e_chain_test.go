@@ -417,7 +417,7 @@ func TestE2ERateLimitPerClient(t *testing.T) {
 // TestE2EL4NodesAgree sends each client through one L4 node and then the
 // other. With client affinity both L4 nodes must pick the same L7 node,
 // because every L4 node builds the same Maglev table from the same
-// configuration; that is what lets a router spread a VIP over them.
+// configuration. That agreement lets a router spread a VIP over them.
 func TestE2EL4NodesAgree(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode string) {
 		opts := topology.ChainOptions{L4: func(_ int, f *config.File) {
