@@ -101,6 +101,11 @@ func startE2EWith(t *testing.T, mode string, spec topology.Spec, prepare func(*t
 
 	topo := topology.New(t, spec)
 	if mode == "xdp" {
+		// Frames the L4's program redirects into a veth arrive only when
+		// the veth's other end has an XDP program too.
+		if err := topo.AttachXDPPass(topo.L4...); err != nil {
+			t.Fatal(err)
+		}
 		// Native XDP on a veth drops transmit checksum offload, so hosts
 		// that send through the L4 must fill in their own checksums.
 		for _, h := range append(append([]*topology.Host{}, topo.Clients...), topo.L7...) {

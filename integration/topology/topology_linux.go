@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
 )
@@ -57,6 +59,9 @@ type Topology struct {
 	// extraArgs are added to every tier command line; see
 	// [ChainOptions.ExtraArgs].
 	extraArgs []string
+	// passProg and xdpLinks belong to [Topology.AttachXDPPass].
+	passProg *ebpf.Program
+	xdpLinks []link.Link
 }
 
 var (
@@ -309,6 +314,7 @@ func (t *Topology) teardown() {
 	}
 	t.closed = true
 	procs := t.procs
+	t.detachXDP()
 	t.mu.Unlock()
 
 	for _, p := range procs {

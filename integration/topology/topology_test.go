@@ -67,6 +67,37 @@ func TestTopologyRoutesThroughL4(t *testing.T) {
 	}
 }
 
+func TestAttachXDPPassKeepsForwarding(t *testing.T) {
+	topo := New(t, Spec{})
+	if err := topo.AttachXDPPass(topo.L4...); err != nil {
+		t.Fatal(err)
+	}
+	for _, ifc := range topo.L4[0].Interfaces {
+		out, err := topo.L4[0].Run("ip", "netns", "exec", topo.SwitchNamespace, "ip", "-details", "link", "show", ifc.PeerName)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(out, "xdp") {
+			t.Errorf("peer %s shows no XDP program:\n%s", ifc.PeerName, out)
+		}
+	}
+
+	// Frames from the L4 node pass through the programs on its peers.
+	l7 := topo.L7[0]
+	addr := hostPort(l7.Addr(SegmentMid), BackendHTTPPort)
+	p, err := l7.Start("backend", Binary(t), "backend", "--listen", addr, "--name", l7.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.WaitTCP(addr, ReadyTimeout); err != nil {
+		t.Fatal(err)
+	}
+	got := getEcho(t, topo.Clients[0], "http://"+addr+"/")
+	if host, _, _ := net.SplitHostPort(got.RemoteAddr); host != topo.Clients[0].Addr(SegmentFront).String() {
+		t.Errorf("server saw %s, want the client %s", got.RemoteAddr, topo.Clients[0].Addr(SegmentFront))
+	}
+}
+
 func TestTopologyIsolatesBackends(t *testing.T) {
 	topo := New(t, Spec{})
 	if _, err := topo.StartBackend(0); err != nil {
