@@ -21,6 +21,12 @@
 // and SIGTERM, so an interrupted run leaves no namespaces, veth pairs, BPF
 // pins or processes behind.
 //
+// [Topology.StartChain] issues certificates from a throwaway [CA] and writes
+// the configurations from [L4File] and [L7File], which a test may change
+// directly or with YAML [Patch] values. It then starts backends, L7 nodes and
+// L4 nodes and waits for each to report ready on its admin /readyz. Tests of the XDP engine call
+// [Topology.AttachXDPPass] so that frames redirected into a veth arrive.
+//
 // Building a topology needs root (CAP_NET_ADMIN and CAP_SYS_ADMIN). Tests
 // that use it carry the build tags "integration && linux" and call
 // [RequireRoot] first, which skips when not root unless CI=true.

@@ -30,7 +30,7 @@ func TestTopologyBackendOverVeth(t *testing.T) {
 	}
 
 	// Each L7 node reaches each backend across the back segment, and the
-	// backend sees the L7 node's own address.
+	// backend reports the L7 node's own address as the peer.
 	for _, l7 := range topo.L7 {
 		for _, b := range topo.Backends {
 			url := fmt.Sprintf("http://%s/probe", hostPort(b.Addr(SegmentBack), BackendHTTPPort))
@@ -58,7 +58,7 @@ func TestTopologyRoutesThroughL4(t *testing.T) {
 	}
 
 	// The L4 node forwards plain IP between the front and mid segments, so
-	// the server sees each client's own address.
+	// the server reports each client's own address as the peer.
 	for _, c := range topo.Clients {
 		got := getEcho(t, c, "http://"+addr+"/")
 		if host, _, _ := net.SplitHostPort(got.RemoteAddr); host != c.Addr(SegmentFront).String() {
@@ -184,8 +184,8 @@ func TestTopologyCloseRemovesEverything(t *testing.T) {
 
 func TestSweepRemovesDeadRunLeftovers(t *testing.T) {
 	RequireRoot(t)
-	// A PID that belonged to a process that has exited stands in for a test
-	// process that crashed.
+	// The PID of a process that has exited plays the part of a test process
+	// that crashed.
 	done := exec.Command("true")
 	if err := done.Run(); err != nil {
 		t.Fatal(err)
@@ -255,8 +255,8 @@ func TestSweepKeepsLiveRuns(t *testing.T) {
 }
 
 // TestTopologyInterruptTearsDown runs this test binary again as a helper that
-// builds a topology, starts a backend and then waits; the test sends it
-// SIGINT and checks that its namespaces and backend are gone.
+// builds a topology, starts a backend and then waits. The test sends the
+// helper SIGINT and checks that its namespaces and backend are gone.
 func TestTopologyInterruptTearsDown(t *testing.T) {
 	if os.Getenv("TGE_INTERRUPT_HELPER") == "1" {
 		topo := New(t, Spec{})

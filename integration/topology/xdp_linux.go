@@ -14,9 +14,9 @@ import (
 // AttachXDPPass attaches, in native mode, a program that passes every frame
 // to the switch-side peer of each interface of hosts. A frame that an XDP
 // program redirects into a veth reaches the other end only when that end
-// has an XDP program of its own, so the XDP engine on an L4 node needs this
-// on the peers of its interfaces. The programs stay attached until the
-// topology is torn down.
+// has an XDP program of its own. The XDP engine on an L4 node therefore
+// needs this on the peers of its interfaces. The programs stay attached
+// until the topology is torn down.
 func (t *Topology) AttachXDPPass(hosts ...*Host) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
