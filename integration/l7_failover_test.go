@@ -10,13 +10,15 @@ import (
 	"time"
 )
 
-// TestL7BackendFailover kills one of two backends mid-test: idempotent
-// requests fail over without an error, POSTs are not retried, the dead
-// backend is marked down, and it takes traffic again once it recovers.
+// TestL7BackendFailover kills one of two backend processes with SIGKILL
+// mid-test: idempotent requests fail over without an error, POSTs are not
+// retried, the dead backend is marked down, and it takes traffic again
+// once it is restarted.
 func TestL7BackendFailover(t *testing.T) {
 	dir := t.TempDir()
-	a := startClosableEcho(t, "a")
-	b := startClosableEcho(t, "b")
+	aAddr, bAddr := freeAddr(t), freeAddr(t)
+	startBackendProc(t, "a", aAddr)
+	bProc := startBackendProc(t, "b", bAddr)
 	addr := freeAddr(t)
 	l7 := startL7(t, dir, fmt.Sprintf(`listeners:
   - name: edge
@@ -55,7 +57,7 @@ upstreams:
     backends:
       - address: %s
       - address: %s
-`, addr, a.addr, b.addr, a.addr, b.addr))
+`, addr, aAddr, bAddr, aAddr, bAddr))
 
 	c := l4Client(t, "198.51.100.40:8000", nil, "")
 	do := func(method, path string) (int, string) {
@@ -77,17 +79,24 @@ upstreams:
 		return v
 	}
 
+	served := map[string]int{}
 	for range 4 {
-		if status, _ := do("GET", "/checked/warm"); status != http.StatusOK {
+		status, backend := do("GET", "/checked/warm")
+		if status != http.StatusOK {
 			t.Fatalf("GET before failure = %d, want 200", status)
 		}
+		served[backend]++
 	}
-	if a.handler.Count() == 0 || b.handler.Count() == 0 {
-		t.Fatalf("before failure a=%d b=%d requests, want both above 0", a.handler.Count(), b.handler.Count())
+	if served["a"] == 0 || served["b"] == 0 {
+		t.Fatalf("before failure served %v, want requests on both a and b", served)
 	}
 
-	b.stop()
-	bCount := b.handler.Count()
+	if err := bProc.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	if !bProc.wait(5 * time.Second) {
+		t.Fatal("backend b survived SIGKILL")
+	}
 
 	t.Run("idempotent requests fail over", func(t *testing.T) {
 		for i := range 20 {
@@ -128,30 +137,32 @@ upstreams:
 
 	t.Run("dead backend marked down", func(t *testing.T) {
 		eventually(t, 10*time.Second, "backend b marked unhealthy", func() bool {
-			return healthy("checked", b.addr) == 0
+			return healthy("checked", bAddr) == 0
 		})
-		if v := healthy("checked", a.addr); v != 1 {
+		if v := healthy("checked", aAddr); v != 1 {
 			t.Errorf("live backend a healthy = %v, want 1", v)
 		}
-		if b.handler.Count() != bCount {
-			t.Errorf("dead backend b served %d requests", b.handler.Count()-bCount)
+		series := fmt.Sprintf(`tidegate_l7_backend_ejections_total{backend=%q,upstream="checked"}`, bAddr)
+		if v, ok := metricValue(t, l7.admin, series); !ok || v < 1 {
+			t.Errorf("%s = %v (found %v), want at least 1 passive ejection", series, v, ok)
 		}
 	})
 
 	t.Run("recovered backend returns", func(t *testing.T) {
-		b.start()
+		startBackendProc(t, "b", bAddr)
 		eventually(t, 10*time.Second, "backend b marked healthy again", func() bool {
-			return healthy("checked", b.addr) == 1
+			return healthy("checked", bAddr) == 1
 		})
-		before := b.handler.Count()
+		served := map[string]int{}
 		for range 6 {
-			if status, _ := do("GET", "/checked/back"); status != http.StatusOK {
+			status, backend := do("GET", "/checked/back")
+			if status != http.StatusOK {
 				t.Errorf("GET after recovery = %d, want 200", status)
 			}
+			served[backend]++
 		}
-		// Health checks also reach b, so count requests on the route path.
-		if b.handler.Count() == before {
-			t.Error("recovered backend b got no requests")
+		if served["b"] == 0 {
+			t.Errorf("after recovery served %v, want requests on b", served)
 		}
 	})
 }

@@ -187,47 +187,19 @@ func accessLogLines(t *testing.T, path string) []map[string]any {
 	return out
 }
 
-// closableEcho is an echo backend that a test can stop and start again on
-// the same address, to play a backend that dies and recovers.
-type closableEcho struct {
-	t       *testing.T
-	addr    string
-	name    string
-	handler *echo.Handler
-	srv     *http.Server
-}
-
-func startClosableEcho(t *testing.T, name string) *closableEcho {
+// startBackendProc runs "tidegate backend" named name on addr and waits
+// until it accepts connections. Tests kill it with SIGKILL to play a
+// backend that dies, and call it again on the same address to revive it.
+func startBackendProc(t *testing.T, name, addr string) *proc {
 	t.Helper()
-	e := &closableEcho{t: t, addr: "127.0.0.1:0", name: name, handler: &echo.Handler{Name: name}}
-	e.start()
-	t.Cleanup(e.stop)
-	return e
-}
-
-func (e *closableEcho) start() {
-	e.t.Helper()
-	var ln net.Listener
-	var err error
-	// The port may linger briefly after stop; retry for a moment.
-	for range 50 {
-		ln, err = net.Listen("tcp", e.addr)
-		if err == nil {
-			break
+	p := startTidegate(t, "backend-"+name, "backend", "--listen", addr, "--name", name)
+	eventually(t, 10*time.Second, "backend "+name+" listening on "+addr, func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	if err != nil {
-		e.t.Fatalf("listen %s: %v", e.addr, err)
-	}
-	e.addr = ln.Addr().String()
-	e.srv = &http.Server{Handler: e.handler, ReadHeaderTimeout: 5 * time.Second}
-	go func() { _ = e.srv.Serve(ln) }()
-}
-
-func (e *closableEcho) stop() {
-	if e.srv != nil {
-		_ = e.srv.Close()
-		e.srv = nil
-	}
+		c.Close()
+		return true
+	})
+	return p
 }

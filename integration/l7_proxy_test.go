@@ -159,7 +159,7 @@ func TestL7ProxyHeaderTrust(t *testing.T) {
 	backend, _ := startEcho(t, "b")
 	addr := freeAddr(t)
 	logPath := filepath.Join(dir, "access.log")
-	startL7(t, dir, fmt.Sprintf(`listeners:
+	l7 := startL7(t, dir, fmt.Sprintf(`listeners:
   - name: edge
     address: %s
     proxy_protocol:
@@ -236,6 +236,32 @@ access_log:
 		}
 	})
 
+	t.Run("trusted peer with v1 header", func(t *testing.T) {
+		c := dial("127.0.0.1")
+		if _, err := io.WriteString(c, "PROXY TCP4 203.0.113.12 127.0.0.1 1234 80\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		status, body, err := roundTrip(c)
+		if err != nil {
+			t.Fatalf("request after PROXY v1 header: %v", err)
+		}
+		if !strings.HasPrefix(status, "200") || !strings.Contains(body, `"203.0.113.12"`) {
+			t.Errorf("status %s body %s, want 200 with client 203.0.113.12", status, body)
+		}
+	})
+
+	t.Run("trusted peer with malformed v2 header", func(t *testing.T) {
+		c := dial("127.0.0.1")
+		hdr := proxyHeader(t, "203.0.113.13:1234", c.RemoteAddr(), "")
+		hdr[12] = 0x31 // version 3 does not exist
+		if _, err := c.Write(hdr); err != nil {
+			t.Fatal(err)
+		}
+		if status, _, err := roundTrip(c); err == nil {
+			t.Errorf("malformed PROXY header got %s, want the connection closed", status)
+		}
+	})
+
 	t.Run("trusted peer without header", func(t *testing.T) {
 		c := dial("127.0.0.1")
 		if status, _, err := roundTrip(c); err == nil {
@@ -281,6 +307,15 @@ access_log:
 		}
 	})
 
+	t.Run("rejections counted", func(t *testing.T) {
+		for _, reason := range []string{"missing", "untrusted_sender", "invalid"} {
+			series := fmt.Sprintf(`tidegate_l7_proxy_header_errors_total{listener="edge",reason=%q}`, reason)
+			if v, ok := metricValue(t, l7.admin, series); !ok || v < 1 {
+				t.Errorf("%s = %v (found %v), want at least 1", series, v, ok)
+			}
+		}
+	})
+
 	t.Run("unique id in access log", func(t *testing.T) {
 		eventually(t, 5*time.Second, "access log line with conn_id conn-abc-1", func() bool {
 			for _, l := range accessLogLines(t, logPath) {
@@ -293,8 +328,9 @@ access_log:
 	})
 }
 
-// TestL7ForwardingHeaders checks that a client cannot forge what the
-// backend sees, and that a trusted forwarder's chain is extended.
+// TestL7ForwardingHeaders checks that a client cannot forge the forwarding
+// headers the backend receives, and that a trusted forwarder's chain is
+// extended.
 func TestL7ForwardingHeaders(t *testing.T) {
 	dir := t.TempDir()
 	backend, _ := startEcho(t, "b")

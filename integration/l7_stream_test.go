@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -266,8 +267,10 @@ upstreams:
 	})
 }
 
-// TestL7DrainFinishesStreams sends SIGTERM while a slow download and a
-// WebSocket are open: both must finish, and no new connection is accepted.
+// TestL7DrainFinishesStreams sends SIGTERM while a slow HTTP/1.1 download,
+// a slow HTTP/2 download and a WebSocket are open: all three must finish,
+// an idle keep-alive connection is closed, the HTTP/2 client gets GOAWAY,
+// and no new connection is accepted.
 func TestL7DrainFinishesStreams(t *testing.T) {
 	dir := t.TempDir()
 	const chunks, chunkSize = 10, 64 << 10
@@ -276,6 +279,7 @@ func TestL7DrainFinishesStreams(t *testing.T) {
 	l7 := startL7(t, dir, fmt.Sprintf(`listeners:
   - name: edge
     address: %s
+    h2c: true
     proxy_protocol:
       trusted: ["127.0.0.1/32"]
 routes:
@@ -301,8 +305,42 @@ upstreams:
 		t.Fatalf("read first chunk: %v", err)
 	}
 
+	h2tr := &http.Transport{DialContext: dialL4(t, "", "198.51.100.22:6000", ""), Protocols: new(http.Protocols)}
+	h2tr.Protocols.SetUnencryptedHTTP2(true)
+	defer h2tr.CloseIdleConnections()
+	h2c := &http.Client{Transport: h2tr, Timeout: 15 * time.Second}
+	h2resp, err := h2c.Get("http://" + addr + "/download")
+	if err != nil {
+		t.Fatalf("start h2c download: %v", err)
+	}
+	defer h2resp.Body.Close()
+	if h2resp.Proto != "HTTP/2.0" {
+		t.Fatalf("h2c download proto = %s, want HTTP/2.0", h2resp.Proto)
+	}
+
+	// This keep-alive connection serves one request and then stays idle.
+	idle, err := dialL4(t, "", "198.51.100.23:6000", "")(context.Background(), "tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer idle.Close()
+	if _, err := io.WriteString(idle, "GET /ws-not HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	idleReader := bufio.NewReader(idle)
+	if r, err := http.ReadResponse(idleReader, nil); err != nil {
+		t.Fatalf("request on keep-alive connection: %v", err)
+	} else {
+		_, _ = io.Copy(io.Discard, r.Body)
+		r.Body.Close()
+	}
+
 	if err := l7.signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
+	}
+	_ = idle.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := idleReader.Read(make([]byte, 1)); !errors.Is(err, io.EOF) {
+		t.Errorf("idle keep-alive connection after SIGTERM: read %d bytes, err %v; want EOF", n, err)
 	}
 	eventually(t, 5*time.Second, "listener closed after SIGTERM", func() bool {
 		conn, err := net.DialTimeout("tcp", addr, time.Second)
@@ -319,6 +357,17 @@ upstreams:
 	}
 	if got := chunkSize + len(rest); got != chunks*chunkSize {
 		t.Errorf("download got %d bytes, want %d", got, chunks*chunkSize)
+	}
+
+	h2rest, err := io.ReadAll(h2resp.Body)
+	if err != nil || len(h2rest) != chunks*chunkSize {
+		t.Errorf("h2c download during drain got %d bytes, err %v; want %d", len(h2rest), err, chunks*chunkSize)
+	}
+	// After GOAWAY the client may not open a stream on that connection,
+	// and the listener is closed, so a new request must fail.
+	if r, err := h2c.Get("http://" + addr + "/download"); err == nil {
+		r.Body.Close()
+		t.Error("new HTTP/2 request after SIGTERM succeeded")
 	}
 
 	wsEcho(t, ws, "during drain")

@@ -55,7 +55,7 @@ func TestL7Certificates(t *testing.T) {
 	bCert, bKey, _ := selfSignedCert(t, dir, "b-", "*.b.example.test")
 	backend, _ := startEcho(t, "b")
 	addr := freeAddr(t)
-	startL7(t, dir, fmt.Sprintf(`listeners:
+	l7 := startL7(t, dir, fmt.Sprintf(`listeners:
   - name: tls
     address: %s
     tls:
@@ -103,6 +103,24 @@ upstreams:
 		if _, status, _ := tlsConnect(t, addr, "a.example.test", "elsewhere.test", nil); status != http.StatusOK {
 			t.Errorf("Host elsewhere.test (served by no certificate) = %d, want 200", status)
 		}
+	})
+
+	t.Run("handshakes counted", func(t *testing.T) {
+		series := `tidegate_l7_tls_handshakes_total{listener="tls",resumed="false",version="1.3"}`
+		if v, ok := metricValue(t, l7.admin, series); !ok || v < 5 {
+			t.Errorf("%s = %v (found %v), want at least 5", series, v, ok)
+		}
+		raw, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(raw, "not a TLS client hello\r\n\r\n")
+		_, _ = io.Copy(io.Discard, raw)
+		raw.Close()
+		eventually(t, 5*time.Second, "failed handshake counted", func() bool {
+			v, ok := metricValue(t, l7.admin, `tidegate_l7_tls_handshake_errors_total{listener="tls"}`)
+			return ok && v >= 1
+		})
 	})
 
 	t.Run("replaced certificate served without restart", func(t *testing.T) {

@@ -23,8 +23,9 @@ const maxForwardedElements = 32
 
 // ParseForwarded parses the value of one or more Forwarded header fields
 // (joined with commas) as RFC 7239 section 4 defines it. Parameter names are
-// case-insensitive, values are tokens or quoted strings, and each parameter
-// appears at most once per element. Unknown parameters are skipped.
+// case-insensitive and values are tokens or quoted strings. A parameter
+// repeated within one element is an error, and unknown parameters are
+// skipped.
 func ParseForwarded(v string) ([]ForwardedElement, error) {
 	var out []ForwardedElement
 	p := forwardedParser{s: v}
@@ -140,6 +141,9 @@ func (p *forwardedParser) value() (string, error) {
 			if p.i+1 >= len(p.s) {
 				return "", errors.New("forwarded: unterminated quoted-pair")
 			}
+			if q := p.s[p.i+1]; q < 0x20 && q != '\t' || q == 0x7f {
+				return "", fmt.Errorf("forwarded: control character in quoted-pair at offset %d", p.i+1)
+			}
 			b.WriteByte(p.s[p.i+1])
 			p.i += 2
 		case c < 0x20 && c != '\t' || c == 0x7f:
@@ -205,11 +209,15 @@ func writeForwardedValue(b *strings.Builder, v string) {
 	b.WriteByte('"')
 }
 
-// FormatForwarded joins elements into one Forwarded header value.
+// FormatForwarded joins elements into one Forwarded header value. Elements
+// without a known parameter (only extensions, which ParseForwarded drops)
+// are left out, since an empty element is not valid syntax.
 func FormatForwarded(els []ForwardedElement) string {
-	parts := make([]string, len(els))
-	for i, el := range els {
-		parts[i] = el.String()
+	parts := make([]string, 0, len(els))
+	for _, el := range els {
+		if s := el.String(); s != "" {
+			parts = append(parts, s)
+		}
 	}
 	return strings.Join(parts, ", ")
 }

@@ -26,8 +26,9 @@ import (
 type Middleware func(cfg *config.L7, rt *config.Route, next http.Handler) (http.Handler, error)
 
 // ConnWrapper wraps a client connection after the PROXY and TLS stages and
-// before net/http reads it. It sees every connection except HTTP/2 over
-// TLS: HTTP/1.x over TLS or cleartext, and h2c on listeners that allow it.
+// before net/http reads it. It receives HTTP/1.x connections (over TLS or
+// cleartext) and cleartext connections on h2c listeners, but never HTTP/2
+// over TLS.
 type ConnWrapper func(net.Conn) net.Conn
 
 // Option configures [New].
@@ -36,6 +37,8 @@ type Option func(*options)
 type options struct {
 	middlewares  []namedMiddleware
 	connWrappers []ConnWrapper
+	// upstreamOpts apply to every pool; tests use them to stub transports.
+	upstreamOpts []upstream.Option
 }
 
 type namedMiddleware struct {
@@ -44,8 +47,8 @@ type namedMiddleware struct {
 }
 
 // WithMiddleware adds a per-route middleware. Middlewares run in the order
-// they are added: the first one added is the outermost and sees the request
-// first.
+// they are added, so the first one added is the outermost and handles the
+// request first.
 func WithMiddleware(name string, m Middleware) Option {
 	return func(o *options) { o.middlewares = append(o.middlewares, namedMiddleware{name, m}) }
 }
@@ -129,7 +132,7 @@ func (s *Server) buildState(cfg *config.L7, prev *state) (*state, error) {
 	}
 	st := &state{cfg: cfg, routes: routes, pools: map[string]*upstream.Pool{}}
 	for _, uc := range cfg.Upstreams {
-		pool, err := upstream.New(uc, s.logger)
+		pool, err := upstream.New(uc, s.logger, s.opts.upstreamOpts...)
 		if err != nil {
 			st.close(prev)
 			return nil, fmt.Errorf("l7: %w", err)
@@ -229,9 +232,9 @@ func (s *Server) listenerByName(name string) *listener {
 }
 
 // Reload applies f. Routes, upstreams, the access log, PROXY trust lists,
-// trusted forwarders and certificates change in place; adding, removing or
+// trusted forwarders and certificates change in place. Adding, removing or
 // rebinding a listener, or switching its TLS or h2c on or off, needs a
-// restart and is rejected.
+// restart, so Reload rejects such a file.
 func (s *Server) Reload(f *config.File) error {
 	if f.L7 == nil {
 		return errors.New("l7: configuration has no l7 section")
@@ -258,7 +261,10 @@ func (s *Server) Reload(f *config.File) error {
 		return err
 	}
 
-	for _, p := range st.pools {
+	for name, p := range st.pools {
+		if old := prev.pools[name]; old != nil {
+			p.Inherit(old)
+		}
 		p.Start()
 	}
 	s.state.Store(st)

@@ -75,9 +75,9 @@ func containsAddr(prefixes []netip.Prefix, a netip.Addr) bool {
 	return false
 }
 
-// listener accepts TCP connections, reads the PROXY header and completes
-// the TLS handshake on a goroutine per connection, and hands ready
-// connections to its http.Server through Accept. Slow or hostile peers
+// listener accepts TCP connections and hands each to a goroutine of its
+// own, which reads the PROXY header and completes the TLS handshake. Ready
+// connections reach the http.Server through Accept. Slow or hostile peers
 // therefore hold only their own goroutine, never the accept loop.
 type listener struct {
 	name     string
@@ -179,8 +179,8 @@ func (l *listener) acceptLoop() {
 				return
 			default:
 			}
-			// Running out of file descriptors is temporary; back off as
-			// net/http does instead of spinning.
+			// Running out of file descriptors is temporary, so back off
+			// as net/http does instead of spinning.
 			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
 			l.logger.Warn("accept failed", "err", err, "retry_in", backoff)
 			time.Sleep(backoff)
@@ -202,6 +202,8 @@ func (l *listener) prepare(raw net.Conn) {
 	if trusted {
 		policy = proxyproto.REQUIRE
 	}
+	// NOTE: go-proxyproto v0.15.0 rejects a v1 header that does not arrive
+	// in one read. A v2 header, which the L4 tier sends, may arrive split.
 	pc := proxyproto.NewConn(raw, proxyproto.WithPolicy(policy),
 		proxyproto.SetReadHeaderTimeout(ls.cfg.ProxyProtocol.Timeout.D()))
 	// A zero-length read runs header detection and returns its verdict

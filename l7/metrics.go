@@ -149,8 +149,8 @@ func (c *poolCollector) Collect(ch chan<- prometheus.Metric) {
 				ejected = 1
 			}
 			// NOTE: HTTP/1.1 carries one request per connection, so in-use
-			// connections equal requests in flight; for h2c pools several
-			// requests share one connection and this overstates in_use.
+			// connections equal requests in flight. In h2c pools several
+			// requests share one connection, so this overstates in_use.
 			inUse := min(b.InFlight, b.Conns)
 			ch <- prometheus.MustNewConstMetric(backendHealthyDesc, prometheus.GaugeValue, healthy, name, b.Addr)
 			ch <- prometheus.MustNewConstMetric(backendEjectedDesc, prometheus.GaugeValue, ejected, name, b.Addr)

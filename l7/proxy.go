@@ -113,33 +113,28 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs *requestState, rt *route.Route, bytesIn int64, start time.Time, aborted bool) {
 	elapsed := time.Since(start)
-	status := rec.status
-	switch {
-	case rs.err != nil && statusForError(r, rs.err) == statusClientClosed:
-		status = statusClientClosed
-	case aborted && r.Context().Err() != nil:
-		status = statusClientClosed
-	case status == 0:
-		status = http.StatusOK
-	}
+	status := finalStatus(r, rec.status, rs.err, aborted)
 	routeName := ""
 	if rt != nil {
 		routeName = rt.Name
 	}
-	s := l.server
-	s.metrics.observeRequest(routeName, rs.upstream, r.Method, status, elapsed)
+
+	m := l.server.metrics
+	m.observeRequest(routeName, rs.upstream, r.Method, status, elapsed)
 	if rs.attempt.Retries > 0 {
-		s.metrics.retries.WithLabelValues(rs.upstream).Add(float64(rs.attempt.Retries))
+		m.retries.WithLabelValues(rs.upstream).Add(float64(rs.attempt.Retries))
 	}
+
 	if st.accessLog == nil {
 		return
 	}
 	e := &accesslog.Entry{
 		Time:       start,
+		Listener:   l.name,
+		Proto:      r.Proto,
 		Method:     r.Method,
 		Host:       r.Host,
 		Path:       r.URL.Path,
-		Proto:      r.Proto,
 		Status:     status,
 		BytesIn:    bytesIn,
 		BytesOut:   rec.bytes,
@@ -149,7 +144,6 @@ func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs 
 		Backend:    rs.attempt.Backend,
 		Retries:    rs.attempt.Retries,
 		RequestID:  rs.id,
-		Listener:   l.name,
 	}
 	if info := conninfo.FromRequest(r); info != nil {
 		e.ClientAddr = info.Client.Addr().String()
@@ -161,8 +155,23 @@ func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs 
 		e.Error = rs.err.Error()
 	}
 	if err := st.accessLog.Log(e); err != nil {
-		s.metrics.accessLogErrors.Inc()
+		m.accessLogErrors.Inc()
 	}
+}
+
+// finalStatus returns the status to log and count: 499 when the client
+// left before its response was complete, otherwise what was sent.
+func finalStatus(r *http.Request, sent int, err error, aborted bool) int {
+	switch {
+	case err != nil && statusForError(r, err) == statusClientClosed:
+		return statusClientClosed
+	case aborted && r.Context().Err() != nil:
+		return statusClientClosed
+	case sent == 0:
+		// A handler that writes nothing sends 200.
+		return http.StatusOK
+	}
+	return sent
 }
 
 // newUpstreamHandler returns the handler that forwards to pool.
@@ -205,6 +214,11 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	in, out := pr.In, pr.Out
 	out.Header.Del("X-Real-Ip")
 	out.Header.Del("X-Forwarded-Port")
+	// Set it again in case the client named it in Connection, which made
+	// ReverseProxy strip it.
+	if rs := stateFrom(in.Context()); rs != nil {
+		out.Header.Set("X-Request-Id", rs.id)
+	}
 
 	info := conninfo.FromRequest(in)
 	if info == nil {

@@ -141,10 +141,10 @@ func (st *certStore) loadTicketKeys() error {
 }
 
 // misdirected reports whether a request for host must get 421 on a
-// connection whose TLS server name is sni: the host is served by this
-// listener under a different certificate than the one the connection
-// negotiated, so the client reused a connection it should not have (for
-// example through HTTP/2 connection coalescing).
+// connection whose TLS server name is sni. That is the case when this
+// listener serves host under a different certificate than the one the
+// connection negotiated. The client then reused a connection it should not
+// have, for example through HTTP/2 connection coalescing.
 func (st *certStore) misdirected(sni, host string) bool {
 	if sni == "" || sni == host {
 		return false
@@ -165,10 +165,10 @@ func (st *certStore) misdirected(sni, host string) bool {
 // resumption, so a long list costs CPU on every handshake.
 const maxTicketKeys = 16
 
-// ParseTicketKeys parses a session ticket key file: one key per line, each
-// the standard base64 encoding of 32 bytes, where the first key encrypts new
-// tickets and the others only decrypt (so keys can be rotated across a fleet
-// without breaking resumption). Blank lines and lines starting with '#' are
+// ParseTicketKeys parses a session ticket key file with one key per line,
+// each the standard base64 encoding of 32 bytes. The first key encrypts new
+// tickets and the others only decrypt, so keys can rotate across a fleet
+// without breaking resumption. Blank lines and lines starting with '#' are
 // skipped. A file of exactly 32*n bytes that is not such text is read as n
 // raw keys.
 func ParseTicketKeys(data []byte) ([][32]byte, error) {

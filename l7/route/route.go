@@ -88,8 +88,8 @@ func compile(i int, rc config.Route) (*Route, error) {
 // Routes returns the routes in configuration order.
 func (t *Table) Routes() []*Route { return t.routes }
 
-// Match returns the first route that r meets, or nil when none does (the
-// caller answers 404).
+// Match returns the first route that r meets, or nil when none does, in
+// which case the caller responds with 404.
 func (t *Table) Match(r *http.Request) *Route {
 	host := NormalizeHost(r.Host)
 	for _, rt := range t.routes {
@@ -156,10 +156,14 @@ func contains(list []string, v string) bool {
 // routes and certificates compare: lower case, without port and without a
 // trailing dot. IPv6 literals lose their brackets.
 func NormalizeHost(h string) string {
-	if host, _, err := net.SplitHostPort(h); err == nil {
-		h = host
-	} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
-		h = h[1 : len(h)-1]
+	// Only a Host with a port or an IPv6 literal contains a colon, and
+	// SplitHostPort allocates its error, so the common case skips it.
+	if strings.IndexByte(h, ':') >= 0 {
+		if host, _, err := net.SplitHostPort(h); err == nil {
+			h = host
+		} else if strings.HasPrefix(h, "[") && strings.HasSuffix(h, "]") {
+			h = h[1 : len(h)-1]
+		}
 	}
 	h = strings.TrimSuffix(h, ".")
 	for i := 0; i < len(h); i++ {

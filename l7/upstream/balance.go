@@ -99,16 +99,24 @@ func (leastRequest) pick(_ *http.Request, backends []*Backend, skip func(*Backen
 		b = c
 		break
 	}
-	if a == nil {
-		for _, c := range backends {
-			if !skip(c) {
-				a = c
-				break
-			}
-		}
-		return a
-	}
 	if b == nil {
+		// Random probes missed; scan from a random start so that a pool
+		// with few usable backends still compares two of them.
+		start := rand.IntN(len(backends))
+		for i := range backends {
+			c := backends[(start+i)%len(backends)]
+			if skip(c) || c == a {
+				continue
+			}
+			if a == nil {
+				a = c
+				continue
+			}
+			b = c
+			break
+		}
+	}
+	if a == nil || b == nil {
 		return a
 	}
 	// Compare inFlight/weight without division.
@@ -119,9 +127,9 @@ func (leastRequest) pick(_ *http.Request, backends []*Backend, skip func(*Backen
 }
 
 // consistentHash maps a request key onto a Maglev table built over every
-// backend, so a key keeps its backend while the set is unchanged, and only
-// keys of an unavailable backend move (to the next backend in that key's
-// Maglev preference order).
+// backend, so a key keeps its backend while the set is unchanged. When a
+// backend is unavailable, only its keys move, each to the next backend in
+// that key's Maglev preference order.
 type consistentHash struct {
 	table    *maglev.Table
 	key      func(r *http.Request) (uint64, bool)

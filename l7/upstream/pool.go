@@ -65,7 +65,7 @@ type Pool struct {
 	backends  []*Backend
 	byAddr    map[string]*Backend
 	balancer  balancer
-	transport *http.Transport
+	transport http.RoundTripper
 	scheme    string
 	logger    *slog.Logger
 	now       func() time.Time
@@ -75,10 +75,19 @@ type Pool struct {
 	closeOnce       sync.Once
 }
 
+// Option configures [New].
+type Option func(*Pool)
+
+// WithTransport replaces the pool's HTTP transport, for tests and
+// benchmarks that stub the backends out.
+func WithTransport(rt http.RoundTripper) Option {
+	return func(p *Pool) { p.transport = rt }
+}
+
 // New builds a pool from a validated upstream configuration. Call
 // [Pool.Start] to begin active health checks and [Pool.Close] when the pool
 // is replaced.
-func New(cfg config.Upstream, logger *slog.Logger) (*Pool, error) {
+func New(cfg config.Upstream, logger *slog.Logger, opts ...Option) (*Pool, error) {
 	p := &Pool{
 		Name:   cfg.Name,
 		cfg:    cfg,
@@ -111,12 +120,27 @@ func New(cfg config.Upstream, logger *slog.Logger) (*Pool, error) {
 	}
 
 	p.transport = p.newTransport()
-	if hc := cfg.HealthCheck; hc != nil {
-		for _, b := range p.backends {
-			b.checker = p.newChecker(b, hc)
-		}
+	for _, o := range opts {
+		o(p)
 	}
 	return p, nil
+}
+
+// Inherit copies the health and ejection state of backends that old also
+// has (same address). A reload then sends no traffic to a backend known to
+// be down and keeps its ejections. Call it before [Pool.Start].
+func (p *Pool) Inherit(old *Pool) {
+	for _, b := range p.backends {
+		ob := old.byAddr[b.Addr]
+		if ob == nil {
+			continue
+		}
+		if old.cfg.HealthCheck != nil && p.cfg.HealthCheck != nil {
+			b.up.Store(ob.up.Load())
+		}
+		b.ejectedUntil.Store(ob.ejectedUntil.Load())
+		b.ejections.Store(ob.ejections.Load())
+	}
 }
 
 func (p *Pool) newTransport() *http.Transport {
@@ -147,8 +171,9 @@ func (p *Pool) newTransport() *http.Transport {
 	return t
 }
 
-// connectError marks a failure to open a connection to a backend, which
-// says the backend is unreachable rather than slow or broken mid-request.
+// connectError marks a failure to open a connection to a backend. It
+// indicates an unreachable backend rather than a slow one or a connection
+// broken mid-request.
 type connectError struct{ err error }
 
 func (e *connectError) Error() string { return e.err.Error() }
@@ -190,10 +215,10 @@ func (p *Pool) newChecker(b *Backend, hc *config.HealthCheck) *health.Checker {
 	if hc.Type == "tcp" {
 		probe = health.TCPProbe(b.Addr)
 	} else {
-		probe = health.HTTPProbe{Address: b.Addr, Path: hc.Path, Expect: hc.ExpectStatus, TLS: p.cfg.TLS}.Probe()
+		probe = health.HTTPProbe{Address: b.Addr, Path: hc.Path, Expect: hc.ExpectStatus, TLS: p.cfg.TLS || hc.TLS}.Probe()
 	}
 	cfg := health.Config{Interval: hc.Interval.D(), Timeout: hc.Timeout.D(), Rise: hc.Rise, Fall: hc.Fall}
-	return health.New(cfg, true, probe, func(ch health.Change) {
+	return health.New(cfg, b.up.Load(), probe, func(ch health.Change) {
 		b.up.Store(ch.Healthy)
 		if ch.Healthy {
 			p.logger.Info("backend marked up", "backend", b.Addr)
@@ -203,12 +228,17 @@ func (p *Pool) newChecker(b *Backend, hc *config.HealthCheck) *health.Checker {
 	})
 }
 
-// Start begins active health checks, if configured.
+// Start begins active health checks, if configured. Each checker starts
+// from the backend's current state: up for a new pool, or what
+// [Pool.Inherit] copied.
 func (p *Pool) Start() {
+	hc := p.cfg.HealthCheck
+	if hc == nil {
+		return
+	}
 	for _, b := range p.backends {
-		if b.checker != nil {
-			b.checker.Start()
-		}
+		b.checker = p.newChecker(b, hc)
+		b.checker.Start()
 	}
 }
 
@@ -221,7 +251,9 @@ func (p *Pool) Close() {
 				b.checker.Stop()
 			}
 		}
-		p.transport.CloseIdleConnections()
+		if t, ok := p.transport.(interface{ CloseIdleConnections() }); ok {
+			t.CloseIdleConnections()
+		}
 	})
 }
 
@@ -393,11 +425,11 @@ func (p *Pool) takeRetry() bool {
 	return true
 }
 
-// Retryable reports whether req may be sent again after err: the method is
-// idempotent (or the request carries an Idempotency-Key), its body can be
-// replayed, and the failure is neither the client going away nor a timeout
-// (a slow backend is likely slow for the next attempt too, and a retry would
-// double the wait).
+// Retryable reports whether req may be sent again after err. The method
+// must be idempotent (or the request must carry an Idempotency-Key), and the
+// body must be replayable. The client must still be there, and err must not
+// be a timeout, because a slow backend is likely slow for the next attempt
+// too and a retry would double the wait.
 func Retryable(req *http.Request, err error) bool {
 	if req.Context().Err() != nil {
 		return false

@@ -27,6 +27,10 @@ func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
 	if n != nil {
 		line = n.Line
 	}
+	if path == "" {
+		// The document root has no key; name it the way Parse does.
+		path = "(file)"
+	}
 	d.errs = append(d.errs, FieldError{Path: path, Line: line, Msg: fmt.Sprintf(format, args...)})
 }
 

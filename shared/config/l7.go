@@ -11,6 +11,7 @@ type L7 struct {
 	Routes    []Route    `yaml:"routes"`
 	Upstreams []Upstream `yaml:"upstreams"`
 	AccessLog AccessLog  `yaml:"access_log"`
+	Cache     *Cache     `yaml:"cache"`
 }
 
 // Listener is one address the proxy accepts client connections on.
@@ -20,8 +21,9 @@ type Listener struct {
 
 	ProxyProtocol ProxyProtocol `yaml:"proxy_protocol"`
 	TLS           *TLS          `yaml:"tls"`
-	// H2C accepts cleartext HTTP/2 (prior knowledge and Upgrade) on a
-	// listener without TLS.
+	// H2C accepts cleartext HTTP/2 with prior knowledge on a listener
+	// without TLS. The Upgrade: h2c handshake is not supported, since RFC
+	// 9113 section 3.1 deprecates it and gRPC clients do not use it.
 	H2C bool `yaml:"h2c"`
 
 	// TrustedForwarders lists peers (CIDRs, matched against the client
@@ -34,6 +36,11 @@ type Listener struct {
 	WriteTimeout      Duration `yaml:"write_timeout"`
 	IdleTimeout       Duration `yaml:"idle_timeout"`
 	MaxHeaderBytes    Size     `yaml:"max_header_bytes"`
+
+	// Limits bounds request framing on this listener.
+	Limits RequestLimits `yaml:"limits"`
+	// Policy is the default policy of every route served here.
+	Policy *Policy `yaml:"policy"`
 }
 
 // ProxyProtocol configures PROXY protocol acceptance on a listener.
@@ -52,9 +59,9 @@ type TLS struct {
 	Certificates []Certificate `yaml:"certificates"`
 	// MinVersion is "1.2" (default) or "1.3".
 	MinVersion string `yaml:"min_version"`
-	// SessionTicketKeyFile holds one or more 32-byte keys (raw or base64,
-	// one per line; the first encrypts) shared by a fleet so nodes resume
-	// each other's sessions.
+	// SessionTicketKeyFile holds one or more 32-byte keys, base64 with one
+	// per line or raw bytes. The first key encrypts new tickets. A fleet
+	// shares the file so that nodes resume each other's sessions.
 	SessionTicketKeyFile string `yaml:"session_ticket_key_file"`
 }
 
@@ -70,6 +77,10 @@ type Route struct {
 	Name     string     `yaml:"name"`
 	Match    RouteMatch `yaml:"match"`
 	Upstream string     `yaml:"upstream"`
+
+	Cache *RouteCache `yaml:"cache"` // nil or enabled: false means no caching
+	// Policy overrides the listener's policy section by section.
+	Policy *Policy `yaml:"policy"`
 }
 
 // RouteMatch holds the conditions a request must all meet. An empty match
@@ -110,7 +121,9 @@ type Upstream struct {
 
 	// Protocol is how the proxy talks to backends: "http1" (default;
 	// HTTP/1.1, or HTTP/2 through ALPN when tls is set) or "h2c" (cleartext
-	// HTTP/2 with prior knowledge, which gRPC backends need).
+	// HTTP/2 with prior knowledge, which gRPC backends need). Health checks
+	// of type http always send HTTP/1.1, so h2c-only backends such as
+	// gRPC servers need type tcp.
 	Protocol string `yaml:"protocol"`
 	// Outlier configures passive ejection of failing backends.
 	Outlier Outlier `yaml:"outlier"`
@@ -188,6 +201,11 @@ func (c *L7) setDefaults() {
 		if l.TLS != nil && l.TLS.MinVersion == "" {
 			l.TLS.MinVersion = "1.2"
 		}
+		l.Limits.setDefaults()
+		l.Policy.setDefaults()
+	}
+	for i := range c.Routes {
+		c.Routes[i].Policy.setDefaults()
 	}
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
@@ -234,6 +252,7 @@ func (c *L7) setDefaults() {
 	if c.AccessLog.Path == "" {
 		c.AccessLog.Path = "stdout"
 	}
+	c.setCacheDefaults()
 }
 
 func (c *L7) validate(path string, errs *Errors) {
@@ -282,6 +301,7 @@ func (c *L7) validate(path string, errs *Errors) {
 	default:
 		errs.add(join(path, "access_log.path"), "%q is not stdout, off or an absolute file path", c.AccessLog.Path)
 	}
+	c.validateCache(path, errs)
 }
 
 func (l *Listener) validate(path string, errs *Errors) {
@@ -322,6 +342,8 @@ func (l *Listener) validate(path string, errs *Errors) {
 			errs.add(join(path, "h2c"), "is set on a TLS listener (h2c is cleartext HTTP/2 only)")
 		}
 	}
+	l.Limits.validate(join(path, "limits"), errs)
+	l.Policy.validate(join(path, "policy"), errs)
 }
 
 func (r *Route) validate(path string, errs *Errors) {
@@ -362,6 +384,7 @@ func (r *Route) validate(path string, errs *Errors) {
 			errs.add(index(join(path, "match.methods"), i), "%q is not an upper-case HTTP method", meth)
 		}
 	}
+	r.Policy.validate(join(path, "policy"), errs)
 }
 
 func (u *Upstream) validate(path string, errs *Errors) {
@@ -397,6 +420,9 @@ func (u *Upstream) validate(path string, errs *Errors) {
 	}
 	if u.HealthCheck != nil {
 		u.HealthCheck.validate(join(path, "health_check"), errs)
+		if u.HealthCheck.ProxyProtocol {
+			errs.add(join(path, "health_check.proxy_protocol"), "is set but backends of an L7 upstream receive no PROXY header (remove it)")
+		}
 	}
 	if u.Retries < 0 {
 		errs.add(join(path, "retries"), "%d is negative", u.Retries)
@@ -407,6 +433,12 @@ func (u *Upstream) validate(path string, errs *Errors) {
 	if u.MaxIdlePerBackend < 0 {
 		errs.add(join(path, "max_idle_per_backend"), "%d is negative", u.MaxIdlePerBackend)
 	}
+	u.validateTransport(path, errs)
+}
+
+// validateTransport checks the keys that govern how requests reach
+// backends: protocol, passive ejection and the retry budget.
+func (u *Upstream) validateTransport(path string, errs *Errors) {
 	switch u.Protocol {
 	case "http1":
 	case "h2c":
