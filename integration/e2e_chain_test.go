@@ -457,3 +457,29 @@ func TestE2EL4NodesAgree(t *testing.T) {
 		}
 	})
 }
+
+// TestE2EAutoModeServes runs the L4 in dataplane mode "auto", as the compose
+// demo does: it must choose an engine, say which in its log and metrics, and
+// serve through it.
+func TestE2EAutoModeServes(t *testing.T) {
+	e := startE2E(t, "auto", topology.Spec{}, false, topology.ChainOptions{})
+	c := e.topo.Clients[0]
+	got, _ := fetchEcho(t, e.client(c, clientOptions{}), "https://"+appName+"/auto")
+	if ff := forwardedFor(got); ff != c.Addr(topology.SegmentFront).String() {
+		t.Errorf("X-Forwarded-For starts with %q, want the client %s", ff, c.Addr(topology.SegmentFront))
+	}
+
+	var engines []string
+	for series, v := range scrapeMetrics(t, e.chain.L4[0]) {
+		if strings.HasPrefix(series, "tidegate_l4_engine_info{") && v == 1 {
+			engines = append(engines, series)
+		}
+	}
+	if len(engines) != 1 {
+		t.Errorf("tidegate_l4_engine_info has %d engines at 1 (%v), want exactly one", len(engines), engines)
+	}
+	if n := e.chain.L4[0].CountLines("dataplane"); n == 0 {
+		t.Errorf("the L4 log has no line about the dataplane it chose")
+	}
+	t.Logf("auto mode chose %v", engines)
+}
