@@ -543,6 +543,7 @@ func TestFaultBadInput(t *testing.T) {
 					closed <- slowClient(client, vipHTTP, 20*time.Second)
 				})
 			}
+
 			time.Sleep(time.Second)
 			peak := totalRSS(t, tiers)
 			for i := range 20 {
@@ -552,6 +553,7 @@ func TestFaultBadInput(t *testing.T) {
 			}
 			wg.Wait()
 			close(closed)
+
 			notClosed := 0
 			for c := range closed {
 				if !c {
