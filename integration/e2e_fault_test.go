@@ -472,6 +472,7 @@ func TestFaultBadInput(t *testing.T) {
 			{"random bytes to L7 http", l4, l7HTTP, l4IP, randomBytes, false},
 			{"truncated TLS via L4", client, vipTLS, clientIP, truncatedTLS, false},
 			{"truncated TLS to L7", l4, l7TLS, clientIP, withProxy(truncatedTLS), false},
+			{"stalled TLS handshake via L4", client, vipTLS, clientIP, truncatedTLS, true},
 			{"truncated PROXY v2 to L7 https", l4, l7TLS, l4IP, truncatedV2, true},
 			{"truncated PROXY v1 to L7 http", l4, l7HTTP, l4IP, truncatedV1, true},
 		}
@@ -492,11 +493,15 @@ func TestFaultBadInput(t *testing.T) {
 				}
 
 				const conns = 5
+				var wg sync.WaitGroup
 				for i := range conns {
-					if err := sendBad(bc, 15*time.Second); err != nil {
-						t.Errorf("connection %d: %v", i, err)
-					}
+					wg.Go(func() {
+						if err := sendBad(bc, 15*time.Second); err != nil {
+							t.Errorf("connection %d: %v", i, err)
+						}
+					})
 				}
+				wg.Wait()
 
 				// Other clients are still served.
 				fetchEcho(t, ok, "https://"+appName+"/still-ok")
