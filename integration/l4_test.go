@@ -10,12 +10,15 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	proxyproto "github.com/pires/go-proxyproto"
 	"github.com/tidegate/tidegate/l4/proxyheader"
 )
 
@@ -87,9 +90,9 @@ func TestL4ProxyHeaderEveryConnection(t *testing.T) {
 }
 
 // TestL4LargeTransferHashes sends 100 MiB each way at once through the real
-// binary, checks both with SHA-256, and checks the half-close order: the
-// node answers with the hash of what it got only after the client's FIN, and
-// the client sees EOF only after that answer.
+// binary and checks both with SHA-256. It also checks the half-close order.
+// The node sends the hash of what it got only after the client's FIN, and
+// the client reads EOF only after that hash.
 func TestL4LargeTransferHashes(t *testing.T) {
 	if testing.Short() {
 		t.Skip("moves 200 MiB; skipped with -short")
@@ -441,4 +444,195 @@ func TestL4AcceptBackoffOnEMFILE(t *testing.T) {
 	})
 	lines := strings.Count(p.out.String(), "accept failed, retrying")
 	t.Logf("%d accept-failure log lines", lines)
+}
+
+// TestL4TwoVIPsIPv4AndIPv6 runs an IPv4 VIP with PROXY v2 and an IPv6 VIP
+// with PROXY v1 and client affinity in one process.
+func TestL4TwoVIPsIPv4AndIPv6(t *testing.T) {
+	v4Nodes := []*l7Node{startL7Node(t, "127.0.0.1:0", echoHandler), startL7Node(t, "127.0.0.1:0", echoHandler)}
+	v6Nodes := []*l7Node{
+		startL7Node(t, "[::1]:0", echoHandler),
+		startL7Node(t, "[::1]:0", echoHandler),
+		startL7Node(t, "[::1]:0", echoHandler),
+	}
+	vip4 := freeAddr(t)
+	ln, err := net.Listen("tcp", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	vip6 := ln.Addr().String()
+	ln.Close()
+
+	cfg := fmt.Sprintf("admin:\n  address: {{ADMIN}}\nl4:\n  vips:\n"+
+		"    - name: v4\n      address: %s\n      reals: [{address: %q}, {address: %q}]\n"+
+		"    - name: v6\n      address: %q\n      proxy_protocol: v1\n      affinity: client\n"+
+		"      reals: [{address: %q}, {address: %q}, {address: %q}]\n",
+		vip4, v4Nodes[0].addr, v4Nodes[1].addr, vip6, v6Nodes[0].addr, v6Nodes[1].addr, v6Nodes[2].addr)
+	startL4(t, cfg)
+
+	c4 := dialEcho(t, vip4)
+	if err := c4.roundTrip("v4"); err != nil {
+		t.Fatal(err)
+	}
+	n := nodeOf(c4, v4Nodes)
+	if n < 0 {
+		t.Fatal("no IPv4 node got the connection")
+	}
+	checkHeader(t, v4Nodes[n].headerFrom(c4.LocalAddr().String()), c4.LocalAddr().String(), vip4)
+
+	// Every connection from ::1 lands on one node, because of affinity.
+	first := -1
+	for i := range 20 {
+		c := dialEcho(t, vip6)
+		if err := c.roundTrip("v6"); err != nil {
+			t.Fatal(err)
+		}
+		n := nodeOf(c, v6Nodes)
+		if n < 0 {
+			t.Fatalf("connection %d: no IPv6 node got a header from %s", i, c.LocalAddr())
+		}
+		if first < 0 {
+			first = n
+		} else if n != first {
+			t.Fatalf("connection %d from ::1 reached node %d, earlier ones node %d", i, n, first)
+		}
+		h := v6Nodes[n].headerFrom(c.LocalAddr().String())
+		if h.Version != 1 {
+			t.Errorf("IPv6 VIP sent PROXY v%d, want v1", h.Version)
+		}
+		if h.DestinationAddr.String() != vip6 {
+			t.Errorf("v1 header destination = %s, want %s", h.DestinationAddr, vip6)
+		}
+		c.Close()
+	}
+	if v4Nodes[0].headerCount()+v4Nodes[1].headerCount() != 1 {
+		t.Error("IPv6 connections reached the IPv4 VIP's nodes")
+	}
+}
+
+// TestL4SigtermDrains sends SIGTERM with a connection open: the VIP stops
+// accepting, the open connection keeps working, and the process exits once
+// it closes.
+func TestL4SigtermDrains(t *testing.T) {
+	node := startL7Node(t, "127.0.0.1:0", echoHandler)
+	vip := freeAddr(t)
+	l4 := startL4(t, l4Config(vip, []string{node.addr}, ""))
+	c := dialEcho(t, vip)
+	if err := c.roundTrip("before"); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := l4.signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, 5*time.Second, "VIP listener closed", func() bool {
+		nc, err := net.DialTimeout("tcp", vip, time.Second)
+		if err != nil {
+			return true
+		}
+		nc.Close()
+		return false
+	})
+	if err := c.roundTrip("during drain"); err != nil {
+		t.Fatalf("open connection broke during drain: %v", err)
+	}
+	if l4.exited() {
+		t.Fatal("L4 exited with a connection still open")
+	}
+	c.Close()
+	if !l4.wait(5 * time.Second) {
+		t.Fatal("L4 did not exit after its last connection closed")
+	}
+	if l4.err != nil {
+		t.Errorf("L4 exit: %v", l4.err)
+	}
+}
+
+// readyzServer is an L7 admin listener stand-in that serves GET /readyz
+// with status 200 or 503 behind a required PROXY header.
+type readyzServer struct {
+	addr    string
+	ready   atomic.Bool
+	proxied atomic.Int64 // requests that came with a PROXY header
+}
+
+func startReadyz(t *testing.T) *readyzServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &readyzServer{addr: ln.Addr().String()}
+	s.ready.Store(true)
+	pln := &proxyproto.Listener{
+		Listener:          ln,
+		ConnPolicy:        func(proxyproto.ConnPolicyOptions) (proxyproto.Policy, error) { return proxyproto.REQUIRE, nil },
+		ReadHeaderTimeout: time.Second,
+	}
+	srv := &http.Server{
+		ReadHeaderTimeout: time.Second,
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			s.proxied.Add(1)
+			if r.URL.Path != "/readyz" || !s.ready.Load() {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				return
+			}
+			w.WriteHeader(http.StatusOK)
+		}),
+	}
+	go func() { _ = srv.Serve(pln) }()
+	t.Cleanup(func() { srv.Close() })
+	return s
+}
+
+// TestL4ReadyzDrainStopsNewConnections has one L7 turn /readyz to 503, as
+// an L7 does on SIGTERM: the L4 marks it down through the HTTP check (sent
+// with a PROXY header), sends it no new connections and keeps its open ones.
+func TestL4ReadyzDrainStopsNewConnections(t *testing.T) {
+	nodes := []*l7Node{startL7Node(t, "127.0.0.1:0", echoHandler), startL7Node(t, "127.0.0.1:0", echoHandler)}
+	checks := []*readyzServer{startReadyz(t), startReadyz(t)}
+	vip := freeAddr(t)
+	cfg := fmt.Sprintf("admin:\n  address: {{ADMIN}}\nl4:\n  vips:\n    - name: web\n      address: %s\n"+
+		"      health_check: {type: http, path: /readyz, proxy_protocol: true, interval: 100ms, timeout: 80ms, rise: 2, fall: 2}\n"+
+		"      reals:\n        - {address: %q, health_address: %q}\n        - {address: %q, health_address: %q}\n",
+		vip, nodes[0].addr, checks[0].addr, nodes[1].addr, checks[1].addr)
+	l4 := startL4(t, cfg)
+
+	var onFirst *echoConn
+	for onFirst == nil {
+		c := dialEcho(t, vip)
+		if err := c.roundTrip("open"); err != nil {
+			t.Fatal(err)
+		}
+		if nodeOf(c, nodes) == 0 {
+			onFirst = c
+		} else {
+			c.Close()
+		}
+	}
+	waitUntil(t, 5*time.Second, "health checks with a PROXY header", func() bool {
+		return checks[0].proxied.Load() >= 2 && checks[1].proxied.Load() >= 2
+	})
+
+	checks[0].ready.Store(false)
+	waitUntil(t, 3*time.Second, "draining L7 marked down", func() bool {
+		return !l4.realHealthy(t, "web", nodes[0].addr)
+	})
+	before := nodes[0].headerCount()
+	for range 40 {
+		c := dialEcho(t, vip)
+		if err := c.roundTrip("new"); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+	}
+	if got := nodes[0].headerCount() - before; got != 0 {
+		t.Errorf("draining L7 got %d new connections", got)
+	}
+	if err := onFirst.roundTrip("still open"); err != nil {
+		t.Errorf("open connection to the draining L7 broke: %v", err)
+	}
+	if !strings.Contains(l4.out.String(), "status 503") {
+		t.Error("L4 log does not give the 503 as the reason the real went down")
+	}
 }

@@ -17,9 +17,9 @@ import (
 //	GET  /vips
 //	     Lists every VIP with its reals as JSON (see vipStatus).
 //	POST /vips/{vip}/reals/{real}/weight   body {"weight": N}
-//	     Sets a real's weight at run time; 0 drains it (no new connections,
-//	     open ones stay). {real} is the real's address as configured, with
-//	     an IPv6 address written as %5B2001:db8::1%5D:8443. Answers the
+//	     Sets a real's weight at run time. Weight 0 drains it: no new
+//	     connections, and open ones stay. {real} is the real's address as configured, with
+//	     an IPv6 address written as %5B2001:db8::1%5D:8443. Returns the
 //	     real's new status, 400 for a bad body, 404 for an unknown VIP or
 //	     real. When admin.token is set the request needs it as a bearer
 //	     token.
@@ -97,7 +97,7 @@ func parseWeight(body []byte) (int, error) {
 	return *req.Weight, nil
 }
 
-// maxWeightBody bounds the request body; a valid one is a few bytes.
+// maxWeightBody bounds the request body, because a valid one is a few bytes.
 const maxWeightBody = 4 << 10
 
 func registerAdmin(mux interface {

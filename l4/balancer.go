@@ -19,7 +19,7 @@ type TableObserver func(*Snapshot)
 
 // Balancer is the control plane both L4 engines share: the VIPs, their
 // reals, weights and health checks, and each VIP's published Maglev table.
-// It binds nothing; engines place connections through [VIP.Pick] or the
+// It binds nothing. Engines place connections through [VIP.Pick] or the
 // tables handed to a [TableObserver].
 type Balancer struct {
 	logger *slog.Logger
@@ -110,7 +110,7 @@ func (b *Balancer) Apply(cfg *config.L4) {
 	started := b.started
 	b.mu.Unlock()
 
-	// Each VIP takes its own lock; the balancer lock is released so that
+	// Each VIP takes its own lock. The balancer lock is released so that
 	// observers called from a publish can read the balancer.
 	for i, vc := range cfg.VIPs {
 		stop = append(stop, vips[i].apply(vc)...)

@@ -2,7 +2,7 @@ package l4
 
 import "github.com/prometheus/client_golang/prometheus"
 
-// metrics are the control-plane series; each engine registers its own
+// metrics are the control-plane series. Each engine registers its own
 // connection counters.
 type metrics struct {
 	healthy  *prometheus.GaugeVec

@@ -13,7 +13,7 @@ import (
 )
 
 // Real is one L7 node behind a VIP: its address, its weight and its health.
-// Weight and health change at run time; both engines read them only through
+// Weight and health change at run time, and both engines read them only through
 // the VIP's published [Snapshot].
 type Real struct {
 	Address string
@@ -37,10 +37,10 @@ func newReal(rc config.Real) *Real {
 	return r
 }
 
-// Weight returns the current weight; 0 means draining.
+// Weight returns the current weight. Weight 0 means draining.
 func (r *Real) Weight() int { return int(r.weight.Load()) }
 
-// Healthy reports the last health state; a real without health checks is
+// Healthy reports the last health state. A real without health checks is
 // always healthy.
 func (r *Real) Healthy() bool { return r.healthy.Load() }
 

@@ -19,11 +19,11 @@ import (
 var ErrRealNotFound = errors.New("l4: real not found")
 
 // Snapshot is one published selection state of a VIP. It is immutable, so
-// engines read it without locks; a change builds and publishes a new one.
+// engines read it without locks, and a change publishes a new one.
 type Snapshot struct {
 	VIP     string
 	Version uint64 // increases with every publish of the VIP
-	// Table is nil when no real is both healthy and weighted; then no new
+	// Table is nil when no real is both healthy and weighted, so no new
 	// connection can be placed.
 	Table *maglev.Table
 	// Reals are the addresses that Table indexes refer to, in configuration
@@ -80,7 +80,7 @@ type VIP struct {
 	snap atomic.Pointer[Snapshot]
 }
 
-// Snapshot returns the current selection state; it is never nil after the
+// Snapshot returns the current selection state. It is never nil after the
 // VIP is built.
 func (v *VIP) Snapshot() *Snapshot { return v.snap.Load() }
 
@@ -125,7 +125,7 @@ func (v *VIP) SetWeight(addr string, weight int) error {
 }
 
 // apply brings the VIP to cfg. Reals whose address is unchanged keep their
-// state and checker; the caller must stop the returned checkers after
+// state and checker. The caller must stop the returned checkers after
 // releasing every VIP lock, because a checker's callback takes v.mu.
 func (v *VIP) apply(cfg config.VIP) (stop []*health.Checker) {
 	v.mu.Lock()
@@ -188,12 +188,14 @@ func (v *VIP) replaceCheckerLocked(r *Real, cfg config.VIP, rc config.Real) *hea
 		return old
 	}
 	hc := cfg.HealthCheck
-	r.checker = health.New(health.Config{
+	var c *health.Checker
+	c = health.New(health.Config{
 		Interval: hc.Interval.D(),
 		Timeout:  hc.Timeout.D(),
 		Rise:     hc.Rise,
 		Fall:     hc.Fall,
-	}, r.Healthy(), newProbe(hc, rc, cfg.ProxyProtocol), func(ch health.Change) { v.onHealth(r, ch) })
+	}, r.Healthy(), newProbe(hc, rc, cfg.ProxyProtocol), func(ch health.Change) { v.onHealth(r, c, ch) })
+	r.checker = c
 	if v.started {
 		r.checker.Start()
 	}
@@ -209,12 +211,15 @@ func (r *Real) takeChecker() *health.Checker {
 	return c
 }
 
-// onHealth runs on the checker's goroutine for each state change.
-func (v *VIP) onHealth(r *Real, ch health.Change) {
+// onHealth runs on checker c's goroutine for each state change.
+func (v *VIP) onHealth(r *Real, c *health.Checker, ch health.Change) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	if !slices.Contains(v.reals, r) {
-		return // removed by a reload while the probe ran
+	r.mu.Lock()
+	current := r.checker == c
+	r.mu.Unlock()
+	if !current || !slices.Contains(v.reals, r) {
+		return // a reload replaced the checker or removed the real while the probe ran
 	}
 	r.healthy.Store(ch.Healthy)
 	v.m.healthy.WithLabelValues(v.Name, r.Address).Set(boolFloat(ch.Healthy))
@@ -233,7 +238,7 @@ func (v *VIP) onHealth(r *Real, ch health.Change) {
 	v.publishLocked("health")
 }
 
-// start starts the checkers of every real; a second call does nothing.
+// start starts the checkers of every real. A second call does nothing.
 func (v *VIP) start() {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -297,7 +302,7 @@ func (v *VIP) publishLocked(reason string) {
 	case errors.Is(err, maglev.ErrNoBackend):
 		v.logger.Warn("no usable real, new connections are rejected", "reason", reason, "reals", len(ids))
 	case err != nil:
-		// Validation makes this unreachable; keep the old table if it happens.
+		// Validation makes this unreachable, but keep the old table if it happens.
 		v.logger.Error("maglev table build failed, keeping the previous table", "reason", reason, "err", err)
 		return
 	}

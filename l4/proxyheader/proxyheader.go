@@ -1,8 +1,8 @@
 // Package proxyheader builds the PROXY protocol header the L4 tier writes at
 // the start of every connection to a real. Both L4 engines use it: the
 // userspace engine writes the bytes itself, and the XDP engine inserts the
-// same bytes into the TCP stream, so the L7 sees one format whichever engine
-// carried the connection.
+// same bytes into the TCP stream, so the L7 receives one format whichever
+// engine carried the connection.
 //
 // # Version 2 layout
 //
@@ -66,7 +66,7 @@ type IDSource struct {
 // processes (or two runs of one) do not hand out the same IDs.
 func NewIDSource() *IDSource {
 	s := &IDSource{}
-	_, _ = rand.Read(s.instance[:]) // crypto/rand.Read never returns an error since Go 1.24
+	_, _ = rand.Read(s.instance[:]) // crypto/rand.Read documents that it never returns an error
 	return s
 }
 
@@ -92,7 +92,7 @@ func Build(version int, client, vip netip.AddrPort, id ID) ([]byte, error) {
 		return nil, fmt.Errorf("proxyheader: invalid address %s -> %s", client, vip)
 	}
 
-	// Dual-stack listeners report IPv4 peers as ::ffff:a.b.c.d; unmapping
+	// Dual-stack listeners report IPv4 peers as ::ffff:a.b.c.d. Unmapping
 	// writes them as TCP over IPv4 when both ends are IPv4.
 	src := net.TCPAddrFromAddrPort(netip.AddrPortFrom(client.Addr().Unmap(), client.Port()))
 	dst := net.TCPAddrFromAddrPort(netip.AddrPortFrom(vip.Addr().Unmap(), vip.Port()))

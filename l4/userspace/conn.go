@@ -2,11 +2,10 @@ package userspace
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
 	"net"
-	"os"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -43,7 +42,8 @@ func (e *Engine) serveConn(l *listener, v *VIP, client *net.TCPConn) {
 
 	hdr, err := proxyheader.Build(v.ProxyVersion, src, dst, id)
 	if err != nil {
-		// Build fails only on a version or address bug, never on client input.
+		// Build fails only for an invalid version or address. Config validation
+		// checks the version and the kernel supplies the addresses.
 		e.logger.Error("build proxy header failed", "vip", v.Name, "conn_id", id.String(), "err", err)
 		e.reject(v, client, rejectDialFailed)
 		return
@@ -82,7 +82,7 @@ func (e *Engine) serveConn(l *listener, v *VIP, client *net.TCPConn) {
 }
 
 // connectReal dials the reals in order and writes hdr to the first that
-// answers. It returns nil when every attempt failed.
+// accepts. It returns nil when every attempt failed.
 func (e *Engine) connectReal(l *listener, v *VIP, reals []string, hdr []byte, id proxyheader.ID) (*net.TCPConn, string) {
 	d := net.Dialer{Timeout: v.ConnectTimeout}
 	for _, addr := range reals {
@@ -92,7 +92,7 @@ func (e *Engine) connectReal(l *listener, v *VIP, reals []string, hdr []byte, id
 		if err == nil {
 			server := c.(*net.TCPConn)
 			if err = writeHeader(server, hdr, v.ConnectTimeout); err == nil {
-				if e.track(server) {
+				if e.trackReal(server) {
 					return server, addr
 				}
 				server.Close()
@@ -108,9 +108,9 @@ func (e *Engine) connectReal(l *listener, v *VIP, reals []string, hdr []byte, id
 	return nil, ""
 }
 
-// writeHeader writes the PROXY header before any client byte. The socket
-// buffer of a fresh connection always has room for it, so the deadline only
-// guards against a peer that is already gone.
+// writeHeader writes the PROXY header before any client byte. A header is at
+// most 107 bytes, which fits the send buffer of a fresh connection, so the
+// deadline only guards against a peer that is already gone.
 func writeHeader(c *net.TCPConn, hdr []byte, timeout time.Duration) error {
 	if timeout > 0 {
 		_ = c.SetWriteDeadline(time.Now().Add(timeout))
@@ -133,16 +133,23 @@ const (
 	endError  = "error" // a reset or another socket error on either side
 )
 
-// chunkSize is how much one spliced io.Copy call moves before the loop
-// records activity and pushes the idle deadline forward.
+// chunkSize is how much one spliced io.Copy call moves before the byte
+// counters are updated, so long transfers show up in metrics while they run.
 const chunkSize = 1 << 20
 
 // splice copies client to server and server to client until both sides have
 // sent FIN, passing each FIN on with CloseWrite. An error on either side, or
-// no byte in either direction for idle, closes both.
+// no byte moving in either direction for idle, closes both.
 func splice(client, server *net.TCPConn, idle time.Duration, up, down prometheus.Counter) spliceResult {
-	var lastActive atomic.Int64
-	lastActive.Store(time.Now().UnixNano())
+	var moved atomic.Uint64
+	var idled atomic.Bool
+	stopWatch := func() {}
+	if idle > 0 {
+		stopWatch = watchIdle(client, idle, &moved, func() {
+			idled.Store(true)
+			abort(client, server)
+		})
+	}
 
 	type result struct {
 		n   int64
@@ -150,67 +157,92 @@ func splice(client, server *net.TCPConn, idle time.Duration, up, down prometheus
 	}
 	upDone := make(chan result, 1)
 	go func() {
-		n, err := copyHalf(server, client, idle, &lastActive, up)
-		upDone <- result{n, err}
+		n, err := copyHalf(server, client, &moved, up)
 		if err != nil {
 			abort(client, server)
 		}
+		upDone <- result{n, err}
 	}()
-	downN, downErr := copyHalf(client, server, idle, &lastActive, down)
+	downN, downErr := copyHalf(client, server, &moved, down)
 	if downErr != nil {
 		abort(client, server)
 	}
 	u := <-upDone
+	stopWatch()
 
 	res := spliceResult{up: u.n, down: downN, end: endClosed}
-	for _, err := range []error{u.err, downErr} {
-		switch {
-		case err == nil:
-		case errors.Is(err, errIdle):
-			res.end = endIdle
-		case res.end == endClosed:
-			res.end = endError
-		}
+	switch {
+	case idled.Load():
+		res.end = endIdle
+	case u.err != nil || downErr != nil:
+		res.end = endError
 	}
 	return res
 }
 
-var errIdle = errors.New("idle timeout")
-
 // copyHalf copies src to dst until src sends FIN, then half-closes dst.
-// Only read deadlines are used: a write deadline that fires in the middle
-// of a splice would drop the bytes already taken from src.
-func copyHalf(dst, src *net.TCPConn, idle time.Duration, lastActive *atomic.Int64, count prometheus.Counter) (int64, error) {
+func copyHalf(dst, src *net.TCPConn, moved *atomic.Uint64, count prometheus.Counter) (int64, error) {
 	var total int64
 	for {
-		if idle > 0 {
-			_ = src.SetReadDeadline(time.Now().Add(idle))
-		}
 		// io.Copy into a *net.TCPConn from an io.LimitedReader around one is
 		// spliced by the kernel on Linux.
 		n, err := io.Copy(dst, &io.LimitedReader{R: src, N: chunkSize})
 		if n > 0 {
 			total += n
 			count.Add(float64(n))
-			lastActive.Store(time.Now().UnixNano())
+			moved.Add(uint64(n))
 		}
-		switch {
-		case err == nil && n == chunkSize:
-			continue
-		case err == nil:
-			// EOF from src: pass the FIN on and let the other direction run.
-			if cerr := dst.CloseWrite(); cerr != nil {
-				return total, cerr
-			}
-			return total, nil
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			if time.Since(time.Unix(0, lastActive.Load())) < idle {
-				continue
-			}
-			return total, errIdle
-		default:
+		if err != nil {
 			return total, err
 		}
+		if n < chunkSize {
+			// EOF from src: pass the FIN on and let the other direction run.
+			return total, dst.CloseWrite()
+		}
+	}
+}
+
+// watchIdle calls onIdle once when neither direction of the connection has
+// moved a byte for idle. It samples progress every quarter of idle, so the
+// connection closes between idle and 1.25 times idle after the last byte.
+// Progress is the kernel's count of bytes received from and acknowledged by
+// the client (see tcpProgress) plus moved, the bytes the copies reported.
+// The returned function stops the watch.
+func watchIdle(client *net.TCPConn, idle time.Duration, moved *atomic.Uint64, onIdle func()) (stop func()) {
+	period := max(idle/4, 5*time.Millisecond)
+	var (
+		mu         sync.Mutex
+		timer      *time.Timer
+		stopped    bool
+		last       = tcpProgress(client) + moved.Load()
+		lastChange = time.Now()
+	)
+	check := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if stopped {
+			return
+		}
+		now := time.Now()
+		if p := tcpProgress(client) + moved.Load(); p != last {
+			last, lastChange = p, now
+		}
+		if now.Sub(lastChange) >= idle {
+			stopped = true
+			onIdle()
+			return
+		}
+		timer.Reset(period)
+	}
+
+	mu.Lock()
+	timer = time.AfterFunc(period, check)
+	mu.Unlock()
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		stopped = true
+		timer.Stop()
 	}
 }
 

@@ -22,16 +22,16 @@ type Picker interface {
 	Pick(client, vip netip.AddrPort, n int) []string
 }
 
-// VIP is what the engine needs to serve one virtual service.
+// VIP is the configuration of one virtual service as the engine serves it.
 type VIP struct {
 	Name           string
 	Address        string // listen address, host:port
 	ProxyVersion   int    // 1 or 2
 	ConnectTimeout time.Duration
 	// IdleTimeout closes a connection when no byte has moved in either
-	// direction for this long; 0 disables it.
+	// direction for this long. Zero disables it.
 	IdleTimeout time.Duration
-	// MaxConnections caps the connections open on the VIP; 0 means no cap.
+	// MaxConnections caps the connections open on the VIP. Zero means no cap.
 	MaxConnections int
 	// DialAttempts is how many reals are tried, in Picker order.
 	DialAttempts int
@@ -49,7 +49,8 @@ type Engine struct {
 	listeners map[string]*listener        // serving, by listen address
 	pending   map[string]*net.TCPListener // bound by Prepare, not yet serving
 	conns     map[*net.TCPConn]struct{}   // client and real sides, for Drain
-	draining  bool
+	draining  bool                        // no new client connections
+	forced    bool                        // Drain timed out and closed conns
 
 	acceptWG sync.WaitGroup
 	connWG   sync.WaitGroup
@@ -109,7 +110,7 @@ func (e *Engine) Prepare(addrs []string) error {
 // Update makes the engine serve exactly vips. A VIP whose address is already
 // served keeps its listener and its open connections and takes the new
 // settings for new connections. Listeners of VIPs no longer present are
-// closed; their open connections run on until they end or Drain.
+// closed, and their open connections run on until they end or Drain.
 func (e *Engine) Update(vips []VIP) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -199,6 +200,7 @@ func (e *Engine) Drain(ctx context.Context) error {
 	}
 
 	e.mu.Lock()
+	e.forced = true
 	n := len(e.conns)
 	for c := range e.conns {
 		c.Close()
@@ -209,12 +211,26 @@ func (e *Engine) Drain(ctx context.Context) error {
 	return ctx.Err()
 }
 
-// track registers c for Drain and reports false when the engine already
-// drains, in which case the caller must close c.
-func (e *Engine) track(c *net.TCPConn) bool {
+// trackClient registers an accepted connection for Drain and reports false
+// when the engine already drains, in which case the caller must reject c.
+func (e *Engine) trackClient(c *net.TCPConn) bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.draining {
+		return false
+	}
+	e.conns[c] = struct{}{}
+	return true
+}
+
+// trackReal registers the real side of a connection for Drain. A connection
+// accepted before Drain began is still set up while Drain waits, so this
+// reports false only after Drain has closed every connection, in which case
+// the caller must close c.
+func (e *Engine) trackReal(c *net.TCPConn) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.forced {
 		return false
 	}
 	e.conns[c] = struct{}{}
@@ -261,7 +277,7 @@ func (e *Engine) acceptLoop(l *listener) {
 			}
 			continue
 		}
-		if !e.track(c) {
+		if !e.trackClient(c) {
 			e.reject(v, c, rejectDraining)
 			continue
 		}

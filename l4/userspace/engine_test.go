@@ -5,11 +5,14 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/netip"
+	"os"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -214,8 +217,8 @@ func TestEngineWritesProxyV1(t *testing.T) {
 	}
 }
 
-// TestEngineHalfClose checks that the real sees the client's FIN before it
-// answers, and that the answer still reaches the half-closed client.
+// TestEngineHalfClose checks that the real receives the client's FIN before
+// it responds, and that the response still reaches the half-closed client.
 func TestEngineHalfClose(t *testing.T) {
 	e, _ := newTestEngine(t)
 	real, _ := startReal(t, func(rc *realConn) {
@@ -361,22 +364,35 @@ func TestEngineIdleTimeout(t *testing.T) {
 	}
 }
 
-// TestEngineIdleKeepsActive sends a byte every 40ms for longer than the idle
-// timeout in one direction only: the connection must stay open.
+// TestEngineIdleKeepsActive sends a byte every 20ms from the client only,
+// for twice the idle timeout. The real answers once at the end, so the
+// real-to-client direction is silent throughout, and the connection must
+// still stay open.
 func TestEngineIdleKeepsActive(t *testing.T) {
+	const idle, bytesSent = 400 * time.Millisecond, 40
 	e, _ := newTestEngine(t)
-	real, _ := startReal(t, echo)
-	vip := serve(t, e, VIP{IdleTimeout: 150 * time.Millisecond, Picker: staticPicker{real}})
+	real, _ := startReal(t, func(rc *realConn) {
+		if _, err := io.ReadFull(rc.r, make([]byte, bytesSent)); err != nil {
+			return
+		}
+		_, _ = rc.conn.Write([]byte("ok"))
+	})
+	vip := serve(t, e, VIP{IdleTimeout: idle, Picker: staticPicker{real}})
 	c := dial(t, vip)
-	buf := make([]byte, 1)
-	for i := range 12 {
+
+	start := time.Now()
+	for i := range bytesSent {
 		if _, err := c.Write([]byte{byte(i)}); err != nil {
-			t.Fatalf("write %d: %v", i, err)
+			t.Fatalf("write %d: %v (closed while active)", i, err)
 		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			t.Fatalf("read %d: %v (closed while active)", i, err)
-		}
-		time.Sleep(40 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond)
+	}
+	if elapsed := time.Since(start); elapsed < idle {
+		t.Fatalf("sending took %s, less than the idle timeout, so the test proves nothing", elapsed)
+	}
+	got := make([]byte, 2)
+	if _, err := io.ReadFull(c, got); err != nil || string(got) != "ok" {
+		t.Fatalf("reply = %q, %v; want %q (closed while one direction was active)", got, err, "ok")
 	}
 }
 
@@ -547,20 +563,21 @@ func TestLogLimiter(t *testing.T) {
 	}
 }
 
-// BenchmarkConnect measures one connection through the engine on loopback:
-// accept, pick, dial, PROXY header, one echoed byte and both FINs.
-func BenchmarkConnect(b *testing.B) {
-	reg := prometheus.NewRegistry()
-	e, err := New(slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+// benchEngine starts an engine with one VIP in front of a loopback real
+// that reads the PROXY header and then runs handle, and returns the VIP.
+func benchEngine(b *testing.B, handle func(c net.Conn, r *bufio.Reader)) string {
+	b.Helper()
+	e, err := New(slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer e.Drain(context.Background())
+	b.Cleanup(func() { _ = e.Drain(context.Background()) })
+
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer ln.Close()
+	b.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -573,16 +590,25 @@ func BenchmarkConnect(b *testing.B) {
 				if _, err := proxyproto.Read(r); err != nil {
 					return
 				}
-				_, _ = io.Copy(c, r)
+				handle(c, r)
 			}()
 		}
 	}()
-	if err := e.Update([]VIP{{Name: "bench", Address: "127.0.0.1:0", ProxyVersion: 2, ConnectTimeout: time.Second,
-		DialAttempts: 1, Picker: staticPicker{ln.Addr().String()}}}); err != nil {
+
+	v := VIP{Name: "bench", Address: "127.0.0.1:0", ProxyVersion: 2, ConnectTimeout: time.Second,
+		IdleTimeout: time.Minute, DialAttempts: 1, Picker: staticPicker{ln.Addr().String()}}
+	if err := e.Update([]VIP{v}); err != nil {
 		b.Fatal(err)
 	}
-	vip := e.Addrs()["127.0.0.1:0"].String()
+	return e.Addrs()["127.0.0.1:0"].String()
+}
+
+// BenchmarkConnect measures one connection through the engine on loopback:
+// accept, pick, dial, PROXY header, one echoed byte and both FINs.
+func BenchmarkConnect(b *testing.B) {
+	vip := benchEngine(b, func(c net.Conn, r *bufio.Reader) { _, _ = io.Copy(c, r) })
 	buf := make([]byte, 1)
+
 	b.ReportAllocs()
 	for b.Loop() {
 		c, err := net.Dial("tcp", vip)
@@ -594,5 +620,123 @@ func BenchmarkConnect(b *testing.B) {
 			b.Fatal(err)
 		}
 		c.Close()
+	}
+}
+
+// BenchmarkThroughput measures one-way bulk copy through the engine on
+// loopback: the client uploads 64 MiB per iteration and the real discards.
+func BenchmarkThroughput(b *testing.B) {
+	const size = 64 << 20
+	vip := benchEngine(b, func(c net.Conn, r *bufio.Reader) {
+		n, _ := io.Copy(io.Discard, r)
+		_, _ = fmt.Fprintf(c, "%d", n)
+	})
+	chunk := make([]byte, 1<<20)
+
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := net.Dial("tcp", vip)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range size / len(chunk) {
+			if _, err := c.Write(chunk); err != nil {
+				b.Fatal(err)
+			}
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+
+		got, _ := io.ReadAll(c)
+		if string(got) != fmt.Sprint(size) {
+			b.Fatalf("real counted %q bytes, want %d", got, size)
+		}
+		c.Close()
+	}
+}
+
+// TestEngineIdleStuckReader covers a client that half-closes and then never
+// reads while the real keeps sending: once buffers fill, no byte moves, and
+// the connection must still be closed.
+func TestEngineIdleStuckReader(t *testing.T) {
+	e, _ := newTestEngine(t)
+	writeErr := make(chan error, 1)
+	real, _ := startReal(t, func(rc *realConn) {
+		buf := make([]byte, 64<<10)
+		for {
+			_ = rc.conn.SetWriteDeadline(time.Now().Add(20 * time.Second))
+			if _, err := rc.conn.Write(buf); err != nil {
+				writeErr <- err
+				return
+			}
+		}
+	})
+	vip := serve(t, e, VIP{IdleTimeout: 300 * time.Millisecond, Picker: staticPicker{real}})
+	c := dial(t, vip)
+	_ = c.SetReadBuffer(4 << 10)
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+
+	select {
+	case err := <-writeErr:
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("real's write timed out in the test itself; the L4 never closed the stuck connection")
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("connection to a client that stopped reading was not closed")
+	}
+	waitFor(t, "connection gone from the active gauge", func() bool {
+		return testutil.ToFloat64(e.m.active.WithLabelValues("test")) == 0
+	})
+}
+
+// stalledAddr returns a loopback address whose accept queue is full, so the
+// kernel drops new SYNs and a connect to it hangs until the dialer's timeout.
+func stalledAddr(t *testing.T) string {
+	t.Helper()
+	fd, err := syscall.Socket(syscall.AF_INET, syscall.SOCK_STREAM, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Close(fd) })
+	if err := syscall.Bind(fd, &syscall.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := syscall.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", sa.(*syscall.SockaddrInet4).Port)
+
+	// Nothing accepts, so a few connections fill the queue.
+	for range 8 {
+		c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond)
+		if err != nil {
+			return addr
+		}
+		t.Cleanup(func() { c.Close() })
+	}
+	t.Skip("accept queue did not fill; cannot make a connect hang on loopback")
+	return ""
+}
+
+func TestEngineConnectTimeoutFallsBack(t *testing.T) {
+	e, _ := newTestEngine(t)
+	stalled := stalledAddr(t)
+	real, _ := startReal(t, echo)
+	vip := serve(t, e, VIP{ConnectTimeout: 200 * time.Millisecond, Picker: staticPicker{stalled, real}})
+
+	c := dial(t, vip)
+	_, _ = c.Write([]byte("x"))
+	_ = c.CloseWrite()
+	if got, _ := io.ReadAll(c); string(got) != "x" {
+		t.Fatalf("echo after the first real timed out = %q, want %q", got, "x")
+	}
+	if n := testutil.ToFloat64(e.m.dialFailures.WithLabelValues("test", stalled)); n != 1 {
+		t.Errorf("dial failures of the stalled real = %v, want 1", n)
 	}
 }
