@@ -182,6 +182,23 @@ func TestTopologyCloseRemovesEverything(t *testing.T) {
 	}
 }
 
+func TestCloseDumpsLogsOnFailure(t *testing.T) {
+	inner := &recordingTB{TB: t, failed: true}
+	topo := New(inner, Spec{})
+	if _, err := topo.StartBackend(1); err != nil {
+		t.Fatal(err)
+	}
+	inner.runCleanups()
+
+	all := strings.Join(inner.logs, "\n")
+	if !strings.Contains(all, "backend backend-1 listening on") {
+		t.Errorf("failure dump lacks the backend's output:\n%s", all)
+	}
+	if !strings.Contains(all, "addresses in l4-0") || !strings.Contains(all, "10.99.2.1/24") {
+		t.Errorf("failure dump lacks the L4 node's addresses:\n%s", all)
+	}
+}
+
 func TestSweepRemovesDeadRunLeftovers(t *testing.T) {
 	RequireRoot(t)
 	// The PID of a process that has exited plays the part of a test process
@@ -399,10 +416,19 @@ func getEcho(t *testing.T, from *Host, url string) echo.Request {
 }
 
 // recordingTB collects Cleanup functions so a test can run them early and
-// check what they did.
+// check what they did. With failed set it reports a failed test and keeps
+// what the topology logs.
 type recordingTB struct {
 	testing.TB
 	cleanups []func()
+	failed   bool
+	logs     []string
+}
+
+func (r *recordingTB) Failed() bool { return r.failed || r.TB.Failed() }
+
+func (r *recordingTB) Logf(format string, args ...any) {
+	r.logs = append(r.logs, fmt.Sprintf(format, args...))
 }
 
 func (r *recordingTB) Cleanup(f func()) { r.cleanups = append(r.cleanups, f) }
