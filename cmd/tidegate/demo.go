@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"github.com/tidegate/tidegate/l4"
-	"github.com/tidegate/tidegate/l7"
 	"github.com/tidegate/tidegate/shared/admin"
 	"github.com/tidegate/tidegate/shared/certgen"
 	"github.com/tidegate/tidegate/shared/config"
@@ -118,9 +117,7 @@ func demo(base int, dir string, logger *slog.Logger, stdout io.Writer) error {
 	for i := range 2 {
 		doc := fmt.Sprintf(demoL7Config, addr(offL7Admin+i), fmt.Sprintf("l7-%d", i+1), addr(offL7Data+i),
 			certFile, keyFile, addr(offBackends), addr(offBackends+1), addr(offBackends+2))
-		n, err := startDemoNode(fmt.Sprintf("l7-%d", i+1), doc, logger, func(f *config.File, lg *slog.Logger, adm *admin.Server) (lifecycle.Service, error) {
-			return l7.New(f, lg, adm)
-		})
+		n, err := startDemoNode(fmt.Sprintf("l7-%d", i+1), doc, logger, newL7)
 		if err != nil {
 			stopDemo(nodes, logger)
 			return err

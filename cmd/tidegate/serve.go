@@ -9,7 +9,6 @@ import (
 	"os"
 
 	"github.com/tidegate/tidegate/l4"
-	"github.com/tidegate/tidegate/l7"
 	"github.com/tidegate/tidegate/shared/admin"
 	"github.com/tidegate/tidegate/shared/config"
 	"github.com/tidegate/tidegate/shared/lifecycle"
@@ -29,9 +28,7 @@ func runL4(args []string, stdout, stderr io.Writer) int {
 }
 
 func runL7(args []string, stdout, stderr io.Writer) int {
-	return serve(tier{"l7", func(f *config.File, logger *slog.Logger, adm *admin.Server) (lifecycle.Service, error) {
-		return l7.New(f, logger, adm)
-	}}, args, stderr)
+	return serve(tier{"l7", newL7}, args, stderr)
 }
 
 func serve(t tier, args []string, stderr io.Writer) int {

@@ -24,7 +24,7 @@
 // with a conditional copy for revalidations, and from a goroutine for
 // stale-while-revalidate refreshes, whose context carries the values of the
 // original request but not its cancellation. A request that arrived over TLS
-// (r.TLS != nil) is keyed with the https scheme. Compression belongs between
+// (r.TLS set, or TLS in its conninfo) is keyed with the https scheme. Compression belongs between
 // the cache and the upstream, so that one variant is stored per content
 // coding.
 //

@@ -489,10 +489,7 @@ func (h *handler) invalidate(r *http.Request, targets []string) {
 	k := buildKey(r, nil)
 	n := h.c.store.remove(k.primary)
 
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
+	scheme := requestScheme(r)
 	base := &url.URL{Scheme: scheme, Host: r.Host, Path: r.URL.Path, RawPath: r.URL.RawPath}
 	origin := scheme + "://" + normaliseHost(scheme, r.Host)
 	for _, t := range targets {

@@ -7,6 +7,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"github.com/tidegate/tidegate/l7/conninfo"
 )
 
 // requestKey identifies the stored responses a request may be served from.
@@ -52,14 +54,23 @@ func parseKeyParts(parts []string) []keyPart {
 // buildKey computes the key of r. The scheme is https when r arrived over
 // TLS.
 func buildKey(r *http.Request, parts []keyPart) requestKey {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
 	return requestKey{
-		primary: primaryKey(scheme, r.Host, r.URL.EscapedPath(), r.URL.RawQuery),
+		primary: primaryKey(requestScheme(r), r.Host, r.URL.EscapedPath(), r.URL.RawQuery),
 		extra:   extraKey(r, parts),
 	}
+}
+
+// requestScheme returns https when r arrived over TLS. The L7 listener
+// records TLS in conninfo, because r.TLS is nil on HTTP/1.x over TLS once a
+// connection wrapper is installed.
+func requestScheme(r *http.Request) string {
+	if r.TLS != nil {
+		return "https"
+	}
+	if info := conninfo.FromRequest(r); info != nil && info.TLS {
+		return "https"
+	}
+	return "http"
 }
 
 // primaryKey joins the GET method class with a normalised URI.
