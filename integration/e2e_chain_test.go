@@ -255,98 +255,170 @@ func TestE2EWebSocket(t *testing.T) {
 // backend.
 var staticBody = bytes.Repeat([]byte("tidegate serves this line again and again.\n"), 200)
 
+// startContentChain starts a chain whose route "static" (path prefix
+// /static, routes[0]) leads to content backends in the test process that
+// return staticBody as cacheable text. patches configure the route. It
+// returns the chain and the count of requests the content backends served.
+func startContentChain(t *testing.T, mode string, patches ...topology.Patch) (*e2e, *atomic.Int64) {
+	t.Helper()
+	hits := new(atomic.Int64)
+	e := startE2EWith(t, mode, topology.Spec{}, func(tp *topology.Topology) topology.ChainOptions {
+		var backends []config.Backend
+		for _, b := range tp.Backends {
+			addr := netip.AddrPortFrom(b.Addr(topology.SegmentBack), 8082)
+			ln, err := b.Listen("tcp", addr.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.URL.Path == "/" {
+					return // health check
+				}
+				hits.Add(1)
+				w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+				w.Header().Set("Cache-Control", "public, max-age=300")
+				w.Header().Set("ETag", `"static-v1"`)
+				_, _ = w.Write(staticBody)
+			})}
+			go func() { _ = srv.Serve(ln) }()
+			t.Cleanup(func() { srv.Close() })
+			backends = append(backends, config.Backend{Address: addr.String()})
+		}
+		return topology.ChainOptions{
+			L4: func(_ int, f *config.File) {
+				// One client stays on one L7 node, whose cache it fills.
+				for i := range f.L4.VIPs {
+					f.L4.VIPs[i].Affinity = "client"
+				}
+			},
+			L7: func(_ int, f *config.File) {
+				f.L7.Upstreams = append(f.L7.Upstreams, config.Upstream{Name: "static", Backends: backends})
+				static := config.Route{Name: "static", Match: config.RouteMatch{PathPrefix: "/static"}, Upstream: "static"}
+				f.L7.Routes = append([]config.Route{static}, f.L7.Routes...)
+			},
+			// Policy and cache keys go in as YAML, so a build whose
+			// config types lack them skips with the reason.
+			L7Patches: patches,
+		}
+	})
+	return e, hits
+}
+
+// Patches that turn on the cache and compression on the "static" route.
+var (
+	cachePatches = []topology.Patch{
+		{Path: "l7", YAML: "cache: {max_size: 16MiB}"},
+		{Path: "l7.routes[0]", YAML: "cache: {enabled: true}"},
+	}
+	compressPatch = topology.Patch{Path: "l7.routes[0]", YAML: "policy: {compress: {min_size: 256}}"}
+)
+
+// getStatic sends n GETs for the same static page with Accept-Encoding
+// gzip and returns the responses with their raw bodies.
+func getStatic(t *testing.T, client *http.Client, n int) ([]*http.Response, [][]byte) {
+	t.Helper()
+	var resps []*http.Response
+	var bodies [][]byte
+	for i := range n {
+		req, err := http.NewRequest(http.MethodGet, "https://"+appName+"/static/page.txt", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		raw, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("request %d: read body: %v", i, err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("request %d: status %s", i, resp.Status)
+		}
+		resps = append(resps, resp)
+		bodies = append(bodies, raw)
+	}
+	return resps, bodies
+}
+
+// checkGzip checks that a response is the gzip-compressed staticBody with
+// Vary naming Accept-Encoding.
+func checkGzip(t *testing.T, i int, resp *http.Response, raw []byte) {
+	t.Helper()
+	if vary := strings.ToLower(strings.Join(resp.Header.Values("Vary"), ",")); !strings.Contains(vary, "accept-encoding") {
+		t.Errorf("request %d: Vary = %q, want Accept-Encoding in it", i, vary)
+	}
+	if enc := resp.Header.Get("Content-Encoding"); enc != "gzip" {
+		t.Errorf("request %d: Content-Encoding = %q, want gzip", i, enc)
+		return
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(raw))
+	if err != nil {
+		t.Fatalf("request %d: gzip reader: %v", i, err)
+	}
+	plain, err := io.ReadAll(zr)
+	if err != nil {
+		t.Fatalf("request %d: gunzip: %v", i, err)
+	}
+	if !bytes.Equal(plain, staticBody) {
+		t.Errorf("request %d: decompressed body differs from the backend's (%d bytes, want %d)", i, len(plain), len(staticBody))
+	}
+	if len(raw) >= len(staticBody) {
+		t.Errorf("request %d: compressed body is %d bytes, not smaller than %d", i, len(raw), len(staticBody))
+	}
+}
+
+// checkCached checks that three identical GETs reached the backend once and
+// that a repeat was a cache hit.
+func checkCached(t *testing.T, hits *atomic.Int64, resps []*http.Response) {
+	t.Helper()
+	var statuses []string
+	for _, r := range resps {
+		statuses = append(statuses, r.Header.Get("Cache-Status"))
+	}
+	if n := hits.Load(); n != 1 {
+		t.Errorf("backend served %d requests for %d identical cacheable GETs, want 1 (Cache-Status: %q)", n, len(resps), statuses)
+	}
+	if !slices.ContainsFunc(statuses[1:], func(s string) bool { return strings.Contains(strings.ToLower(s), "hit") }) {
+		t.Errorf("Cache-Status of repeated requests = %q, want a hit", statuses)
+	}
+}
+
+func TestE2ECacheOnRoute(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode string) {
+		e, hits := startContentChain(t, mode, cachePatches...)
+		resps, bodies := getStatic(t, e.client(e.topo.Clients[0], clientOptions{keepAlive: true}), 3)
+		checkCached(t, hits, resps)
+		for i, raw := range bodies {
+			if !bytes.Equal(raw, staticBody) {
+				t.Errorf("request %d: body differs from the backend's (%d bytes, want %d)", i, len(raw), len(staticBody))
+			}
+		}
+	})
+}
+
+func TestE2ECompressionOnRoute(t *testing.T) {
+	forEachMode(t, func(t *testing.T, mode string) {
+		e, _ := startContentChain(t, mode, compressPatch)
+		resps, bodies := getStatic(t, e.client(e.topo.Clients[0], clientOptions{keepAlive: true}), 2)
+		for i := range resps {
+			checkGzip(t, i, resps[i], bodies[i])
+		}
+	})
+}
+
+// TestE2ECompressionAndCache turns both on for one route: the cache must
+// serve the compressed variant again without asking the backend.
 func TestE2ECompressionAndCache(t *testing.T) {
 	forEachMode(t, func(t *testing.T, mode string) {
-		var hits atomic.Int64
-		e := startE2EWith(t, mode, topology.Spec{}, func(tp *topology.Topology) topology.ChainOptions {
-			var backends []config.Backend
-			for _, b := range tp.Backends {
-				addr := netip.AddrPortFrom(b.Addr(topology.SegmentBack), 8082)
-				ln, err := b.Listen("tcp", addr.String())
-				if err != nil {
-					t.Fatal(err)
-				}
-				srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-					if r.URL.Path == "/" {
-						return // health check
-					}
-					hits.Add(1)
-					w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-					w.Header().Set("Cache-Control", "public, max-age=300")
-					w.Header().Set("ETag", `"static-v1"`)
-					_, _ = w.Write(staticBody)
-				})}
-				go func() { _ = srv.Serve(ln) }()
-				t.Cleanup(func() { srv.Close() })
-				backends = append(backends, config.Backend{Address: addr.String()})
-			}
-			return topology.ChainOptions{
-				L4: func(_ int, f *config.File) {
-					// One client stays on one L7 node, whose cache it fills.
-					for i := range f.L4.VIPs {
-						f.L4.VIPs[i].Affinity = "client"
-					}
-				},
-				L7: func(_ int, f *config.File) {
-					f.L7.Upstreams = append(f.L7.Upstreams, config.Upstream{Name: "static", Backends: backends})
-					static := config.Route{Name: "static", Match: config.RouteMatch{PathPrefix: "/static"}, Upstream: "static"}
-					f.L7.Routes = append([]config.Route{static}, f.L7.Routes...)
-				},
-				// Policy and cache keys come from branches that may not be
-				// in this build's config types yet, so they go in as YAML.
-				L7Patches: []topology.Patch{
-					{Path: "l7", YAML: "cache: {max_size: 16MiB}"},
-					{Path: "l7.routes[0]", YAML: "cache: {enabled: true}\npolicy: {compress: {min_size: 256}}"},
-				},
-			}
-		})
-
-		client := e.client(e.topo.Clients[0], clientOptions{keepAlive: true})
-		var statuses []string
-		for i := range 3 {
-			req, _ := http.NewRequest(http.MethodGet, "https://"+appName+"/static/page.txt", nil)
-			req.Header.Set("Accept-Encoding", "gzip")
-			resp, err := client.Do(req)
-			if err != nil {
-				t.Fatalf("request %d: %v", i, err)
-			}
-			raw, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil {
-				t.Fatalf("request %d: read body: %v", i, err)
-			}
-			if resp.StatusCode != http.StatusOK {
-				t.Fatalf("request %d: status %s", i, resp.Status)
-			}
-			if enc := resp.Header.Get("Content-Encoding"); enc != "gzip" {
-				t.Errorf("request %d: Content-Encoding = %q, want gzip", i, enc)
-			} else {
-				zr, err := gzip.NewReader(bytes.NewReader(raw))
-				if err != nil {
-					t.Fatalf("request %d: gzip reader: %v", i, err)
-				}
-				plain, err := io.ReadAll(zr)
-				if err != nil {
-					t.Fatalf("request %d: gunzip: %v", i, err)
-				}
-				if !bytes.Equal(plain, staticBody) {
-					t.Errorf("request %d: decompressed body differs from the backend's (%d bytes, want %d)", i, len(plain), len(staticBody))
-				}
-				if len(raw) >= len(staticBody) {
-					t.Errorf("request %d: compressed body is %d bytes, not smaller than %d", i, len(raw), len(staticBody))
-				}
-			}
-			if vary := strings.ToLower(strings.Join(resp.Header.Values("Vary"), ",")); !strings.Contains(vary, "accept-encoding") {
-				t.Errorf("request %d: Vary = %q, want Accept-Encoding in it", i, vary)
-			}
-			statuses = append(statuses, resp.Header.Get("Cache-Status"))
+		e, hits := startContentChain(t, mode, append(slices.Clone(cachePatches), compressPatch)...)
+		resps, bodies := getStatic(t, e.client(e.topo.Clients[0], clientOptions{keepAlive: true}), 3)
+		for i := range resps {
+			checkGzip(t, i, resps[i], bodies[i])
 		}
-		if n := hits.Load(); n != 1 {
-			t.Errorf("backend served %d requests for 3 identical cacheable GETs, want 1 (Cache-Status: %q)", n, statuses)
-		}
-		if !slices.ContainsFunc(statuses[1:], func(s string) bool { return strings.Contains(strings.ToLower(s), "hit") }) {
-			t.Errorf("Cache-Status of repeated requests = %q, want a hit", statuses)
-		}
+		checkCached(t, hits, resps)
 	})
 }
 
