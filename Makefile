@@ -9,9 +9,11 @@ LDFLAGS := -s -w -X main.version=$(VERSION)
 BIN := bin/tidegate
 
 # Debian packages the tests need: iproute2 and ethtool for network
-# namespaces, clang-19 and llvm-19 to check the committed BPF objects,
-# redis-server for the shared rate-limit tests, curl for the demo check.
-APT_PACKAGES := iproute2 ethtool clang-19 llvm-19 redis-server curl
+# namespaces, clang-19, llvm-19, libbpf-dev (bpf_helpers.h) and
+# linux-libc-dev (UAPI headers) to check the committed BPF objects,
+# redis-server for the shared rate-limit tests, curl for the demo check,
+# chromium for the status page tests.
+APT_PACKAGES := iproute2 ethtool clang-19 llvm-19 libbpf-dev linux-libc-dev redis-server curl chromium
 
 .PHONY: all build test unit integration deps lint generate generate-check demo bench compose-up compose-down clean
 
@@ -65,11 +67,13 @@ demo: build
 bench: build
 	bash bench/run.sh $(SCENARIO)
 
+# OBSERVE=1 also starts the services of the compose profile "metrics":
+# Prometheus, and Grafana with the dashboard from deploy/grafana.
 compose-up:
-	docker compose -f deploy/docker-compose.yml up --build -d
+	docker compose -f deploy/docker-compose.yml $(if $(filter 1 yes true,$(OBSERVE)),--profile metrics) up --build -d
 
 compose-down:
-	docker compose -f deploy/docker-compose.yml down
+	docker compose -f deploy/docker-compose.yml --profile metrics down
 
 clean:
 	rm -rf bin

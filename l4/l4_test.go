@@ -85,9 +85,10 @@ func TestServerReloadBindFailure(t *testing.T) {
 	}
 }
 
-func TestNewRejectsXDPMode(t *testing.T) {
+func TestXDPModeNeedsInterfaces(t *testing.T) {
 	doc := "l4:\n  dataplane: {mode: xdp}\n  vips:\n    - {name: a, address: \"127.0.0.1:0\", reals: [{address: \"127.0.0.1:1\"}]}\n"
-	if _, err := New(parseFile(t, doc), discardLogger(), admin.New("", false, discardLogger())); err == nil {
-		t.Error("New with dataplane.mode xdp succeeded in a binary without the XDP engine")
+	_, err := config.Parse([]byte(doc))
+	if err == nil || !strings.Contains(err.Error(), "l4.dataplane.interfaces") {
+		t.Errorf("Parse with dataplane.mode xdp and no interfaces: err = %v, want an error naming l4.dataplane.interfaces", err)
 	}
 }

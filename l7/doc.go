@@ -44,6 +44,14 @@
 // preface. It never sees HTTP/2 over TLS, because net/http serves HTTP/2
 // only on a *tls.Conn it can type-assert. With a wrapper installed,
 // r.TLS is nil on HTTP/1.x over TLS; use [conninfo] for TLS details.
+// [WithListenerConnWrapper] registers the same kind of wrapper but also
+// passes the accepting listener's configuration (as of the last reload),
+// so it can apply that listener's request limits.
+//
+// Pre-routing: [WithPreRouting] wraps the routing step of every request on
+// every listener. It runs after the request ID is set and before the route
+// is matched, so it may change the path used for routing or respond
+// itself. It is built once in [New], and reloads do not rebuild it.
 //
 // Route middleware: [WithMiddleware] registers a [Middleware] builder. The
 // server calls each builder for every route at start and on every reload,
@@ -52,6 +60,17 @@
 // from the *config.L7 it receives and returns next unchanged for routes it
 // does not apply to. Middlewares run after routing, so they see the route's
 // name, and before forwarding headers are built.
+// When the handler a builder returns implements io.Closer, the server
+// closes it once a reload has replaced it, or at the end of Drain, so a
+// builder can stop goroutines such as a rate limiter's sweeper.
+//
+// Access-log fields: a middleware fills in the policy fields of its
+// request's access-log line (rate-limit result, rewritten path, redirect
+// location, fixed response, content encoding) through [LogFields].
+//
+// Listener settings: [ListenerConfig] returns the configuration of the
+// listener that received a request, for limits that a pre-routing wrapper
+// enforces.
 //
 // Connection details: package [conninfo] carries the real client address,
 // the TCP peer, the PROXY v2 unique ID, the listener name, and the TLS

@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"reflect"
 	"sync"
 	"sync/atomic"
 
@@ -31,12 +33,25 @@ type Middleware func(cfg *config.L7, rt *config.Route, next http.Handler) (http.
 // over TLS.
 type ConnWrapper func(net.Conn) net.Conn
 
+// ListenerConnWrapper is a [ConnWrapper] that also receives the
+// configuration of the listener that accepted the connection, as of the
+// last reload, so it can apply per-listener settings such as request
+// limits.
+type ListenerConnWrapper func(l *config.Listener, c net.Conn) net.Conn
+
+// PreRouting wraps the handler that routes a request. It runs for every
+// request on every listener, after the request ID is set and before the
+// route is chosen, so it can change the request that routing matches (the
+// path, for example) or respond without routing.
+type PreRouting func(next http.Handler) http.Handler
+
 // Option configures [New].
 type Option func(*options)
 
 type options struct {
 	middlewares  []namedMiddleware
-	connWrappers []ConnWrapper
+	connWrappers []ListenerConnWrapper
+	preRouting   []PreRouting
 	// upstreamOpts apply to every pool; tests use them to stub transports.
 	upstreamOpts []upstream.Option
 }
@@ -56,7 +71,22 @@ func WithMiddleware(name string, m Middleware) Option {
 // WithConnWrapper adds a connection wrapper. Wrappers apply in the order
 // they are added, so the last one added is the outermost.
 func WithConnWrapper(w ConnWrapper) Option {
+	return WithListenerConnWrapper(func(_ *config.Listener, c net.Conn) net.Conn { return w(c) })
+}
+
+// WithListenerConnWrapper adds a connection wrapper that also receives the
+// listener's configuration. It is ordered with [WithConnWrapper] wrappers
+// in the order added.
+func WithListenerConnWrapper(w ListenerConnWrapper) Option {
 	return func(o *options) { o.connWrappers = append(o.connWrappers, w) }
+}
+
+// WithPreRouting adds a handler wrapper that runs before routing. Wrappers
+// run in the order they are added, so the first one added is outermost.
+// Unlike route middlewares they are built once, in [New], and a reload does
+// not rebuild them.
+func WithPreRouting(p PreRouting) Option {
+	return func(o *options) { o.preRouting = append(o.preRouting, p) }
 }
 
 // state is everything a reload replaces at once. It is immutable after
@@ -67,6 +97,9 @@ type state struct {
 	pools     map[string]*upstream.Pool
 	handlers  []http.Handler // by route index: middlewares around the upstream
 	accessLog *accesslog.Logger
+	// closers are the middleware handlers that implement io.Closer. They
+	// are closed when the state is retired.
+	closers []io.Closer
 }
 
 // Server runs the L7 tier. It implements lifecycle.Service and
@@ -120,6 +153,10 @@ func New(f *config.File, logger *slog.Logger, adm *admin.Server, opts ...Option)
 		s.listeners = append(s.listeners, newListener(s, ls))
 	}
 	s.state.Store(st)
+	if adm != nil {
+		registerStatus(adm, s, adm.Registry, s.logger)
+		registerDrain(adm, s, s.logger)
+	}
 	return s, nil
 }
 
@@ -155,10 +192,14 @@ func (s *Server) buildState(cfg *config.L7, prev *state) (*state, error) {
 		// runs first.
 		for j := len(s.opts.middlewares) - 1; j >= 0; j-- {
 			nm := s.opts.middlewares[j]
-			h, err = nm.m(cfg, rc, h)
+			inner := h
+			h, err = nm.m(cfg, rc, inner)
 			if err != nil {
 				st.close(prev)
 				return nil, fmt.Errorf("l7: route %q: middleware %s: %w", rc.Name, nm.name, err)
+			}
+			if c, ok := h.(io.Closer); ok && !sameHandler(h, inner) {
+				st.closers = append(st.closers, c)
 			}
 		}
 		st.handlers = append(st.handlers, h)
@@ -176,10 +217,21 @@ func (s *Server) buildState(cfg *config.L7, prev *state) (*state, error) {
 	return st, nil
 }
 
+// sameHandler reports whether a and b are the same pointer. Handlers of
+// other kinds are never the same, because == panics on some of them: on
+// an http.HandlerFunc, and on a struct that holds one in an interface.
+func sameHandler(a, b http.Handler) bool {
+	ta := reflect.TypeOf(a)
+	return ta != nil && ta == reflect.TypeOf(b) && ta.Kind() == reflect.Pointer && a == b
+}
+
 // close releases what st owns and next does not share.
 func (st *state) close(next *state) {
 	for _, p := range st.pools {
 		p.Close()
+	}
+	for _, c := range st.closers {
+		_ = c.Close()
 	}
 	if st.accessLog != nil && (next == nil || next.accessLog != st.accessLog) {
 		_ = st.accessLog.Close()
@@ -260,6 +312,7 @@ func (s *Server) Reload(f *config.File) error {
 	if err != nil {
 		return err
 	}
+	s.metrics.backends.forget(prev, st)
 
 	for name, p := range st.pools {
 		if old := prev.pools[name]; old != nil {

@@ -86,6 +86,8 @@ type listener struct {
 	settings atomic.Pointer[listenerSettings]
 	srv      *http.Server
 	logger   *slog.Logger
+	// entry is routeRequest inside the pre-routing wrappers.
+	entry http.Handler
 
 	ready     chan net.Conn
 	closed    chan struct{}
@@ -105,6 +107,10 @@ func newListener(s *Server, ls *listenerSettings) *listener {
 		closed: make(chan struct{}),
 	}
 	l.settings.Store(ls)
+	l.entry = http.HandlerFunc(l.routeRequest)
+	for i := len(s.opts.preRouting) - 1; i >= 0; i-- {
+		l.entry = s.opts.preRouting[i](l.entry)
+	}
 
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
@@ -250,7 +256,7 @@ func (l *listener) prepare(raw net.Conn) {
 	// the wrappers expect HTTP/1.x bytes, so they apply to everything else.
 	if info.ALPN != "h2" {
 		for _, wrap := range l.server.opts.connWrappers {
-			conn = wrap(conn)
+			conn = wrap(&ls.cfg, conn)
 		}
 	}
 

@@ -22,6 +22,7 @@ type metrics struct {
 	tlsErrors        *prometheus.CounterVec
 	certReloads      *prometheus.CounterVec
 	accessLogErrors  prometheus.Counter
+	backends         *backendMetrics
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -75,6 +76,7 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 	reg.MustRegister(m.requests, m.duration, m.retries, m.connections, m.activeConns, m.upgraded,
 		m.proxyHeaderError, m.tlsHandshakes, m.tlsErrors, m.certReloads, m.accessLogErrors,
 		&poolCollector{s: s})
+	m.backends = newBackendMetrics(reg)
 	return m
 }
 

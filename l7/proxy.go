@@ -21,6 +21,7 @@ import (
 	"github.com/tidegate/tidegate/l7/conninfo"
 	"github.com/tidegate/tidegate/l7/route"
 	"github.com/tidegate/tidegate/l7/upstream"
+	"github.com/tidegate/tidegate/shared/config"
 )
 
 // statusClientClosed is logged and counted, never sent, when the client
@@ -32,6 +33,11 @@ const statusClientClosed = 499
 func statusForError(r *http.Request, err error) int {
 	if r.Context().Err() != nil || errors.Is(err, context.Canceled) {
 		return statusClientClosed
+	}
+	// A request body cut off by http.MaxBytesReader (HTTP/2 body limits).
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return http.StatusRequestEntityTooLarge
 	}
 	if errors.Is(err, upstream.ErrOverloaded) {
 		return http.StatusServiceUnavailable
@@ -53,6 +59,14 @@ type requestState struct {
 	upstream string
 	err      error
 	id       string
+	// st and settings are the state and listener settings loaded when the
+	// request arrived; route is the matched route, nil until routing.
+	st       *state
+	settings *listenerSettings
+	route    *route.Route
+	// policy contains the access-log fields that policy middlewares fill in
+	// through [LogFields].
+	policy accesslog.PolicyFields
 }
 
 type requestStateKey struct{}
@@ -62,14 +76,34 @@ func stateFrom(ctx context.Context) *requestState {
 	return rs
 }
 
+// LogFields returns the policy fields of r's access-log line, for
+// middlewares to fill in from their decision callbacks. It returns nil
+// when r is not served by a [Server]. The fields belong to the request:
+// write them only from goroutines that handle it.
+func LogFields(r *http.Request) *accesslog.PolicyFields {
+	if rs := stateFrom(r.Context()); rs != nil {
+		return &rs.policy
+	}
+	return nil
+}
+
+// ListenerConfig returns the configuration of the listener that received
+// r, as it was when r arrived, or nil when r is not served by a [Server].
+// The caller must not modify it.
+func ListenerConfig(r *http.Request) *config.Listener {
+	if rs := stateFrom(r.Context()); rs != nil {
+		return &rs.settings.cfg
+	}
+	return nil
+}
+
 // ServeHTTP is the entry of every request on the listener: it assigns the
-// request ID, checks the Host against the TLS server name, routes, runs the
-// route's middlewares and upstream, and logs and counts the result.
+// request ID, runs the pre-routing wrappers around [listener.routeRequest],
+// and logs and counts the result.
 func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	s := l.server
 	st := s.state.Load()
-	ls := l.settings.Load()
 
 	id := r.Header.Get("X-Request-Id")
 	if !validRequestID(id) {
@@ -78,7 +112,7 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("X-Request-Id", id)
 
-	rs := &requestState{id: id}
+	rs := &requestState{id: id, st: st, settings: l.settings.Load()}
 	rec := &responseRecorder{ResponseWriter: w, server: s}
 	body := &countingBody{ReadCloser: r.Body}
 	if r.Body != nil && r.Body != http.NoBody {
@@ -87,28 +121,34 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx := context.WithValue(r.Context(), requestStateKey{}, rs)
 	r = r.WithContext(upstream.WithAttempt(ctx, &rs.attempt))
 
-	var rt *route.Route
 	defer func() {
 		p := recover()
 		aborted := p != nil
-		l.finish(st, r, rec, rs, rt, body.n.Load(), start, aborted)
+		l.finish(st, r, rec, rs, rs.route, body.n.Load(), start, aborted)
 		if p != nil {
 			panic(p)
 		}
 	}()
+	l.entry.ServeHTTP(rec, r)
+}
 
+// routeRequest checks the Host against the TLS server name, routes, and
+// runs the route's middlewares and upstream.
+func (l *listener) routeRequest(w http.ResponseWriter, r *http.Request) {
+	rs := stateFrom(r.Context())
 	info := conninfo.FromRequest(r)
-	if ls.certs != nil && info != nil && ls.certs.misdirected(info.SNI, route.NormalizeHost(r.Host)) {
-		http.Error(rec, "misdirected request: host is not served on this connection", http.StatusMisdirectedRequest)
+	if rs.settings.certs != nil && info != nil && rs.settings.certs.misdirected(info.SNI, route.NormalizeHost(r.Host)) {
+		http.Error(w, "misdirected request: host is not served on this connection", http.StatusMisdirectedRequest)
 		return
 	}
-	rt = st.routes.Match(r)
+	rt := rs.st.routes.Match(r)
 	if rt == nil {
-		http.Error(rec, "no route matches this request", http.StatusNotFound)
+		http.Error(w, "no route matches this request", http.StatusNotFound)
 		return
 	}
+	rs.route = rt
 	rs.upstream = rt.Upstream
-	st.handlers[rt.Index].ServeHTTP(rec, r)
+	rs.st.handlers[rt.Index].ServeHTTP(w, r)
 }
 
 func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs *requestState, rt *route.Route, bytesIn int64, start time.Time, aborted bool) {
@@ -121,6 +161,9 @@ func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs 
 
 	m := l.server.metrics
 	m.observeRequest(routeName, rs.upstream, r.Method, status, elapsed)
+	if rs.attempt.Backend != "" {
+		m.backends.observe(rs.upstream, rs.attempt.Backend, status, elapsed)
+	}
 	if rs.attempt.Retries > 0 {
 		m.retries.WithLabelValues(rs.upstream).Add(float64(rs.attempt.Retries))
 	}
@@ -144,6 +187,8 @@ func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs 
 		Backend:    rs.attempt.Backend,
 		Retries:    rs.attempt.Retries,
 		RequestID:  rs.id,
+
+		PolicyFields: rs.policy,
 	}
 	if info := conninfo.FromRequest(r); info != nil {
 		e.ClientAddr = info.Client.Addr().String()

@@ -249,6 +249,7 @@ func TestStatusForError(t *testing.T) {
 		{"response header timeout", live, &net.OpError{Op: "read", Err: timeoutError{}}, 504},
 		{"deadline exceeded", live, fmt.Errorf("wrapped: %w", context.DeadlineExceeded), 504},
 		{"pool at capacity", live, upstream.ErrOverloaded, 503},
+		{"request body above limit", live, fmt.Errorf("write body: %w", &http.MaxBytesError{Limit: 1024}), 413},
 		{"client gone", clientGone, io.ErrUnexpectedEOF, 499},
 		{"canceled", live, context.Canceled, 499},
 	}

@@ -45,11 +45,10 @@ func l7Options(f *config.File, logger *slog.Logger, adm *admin.Server) ([]l7.Opt
 		return nil, err
 	}
 
-	return []l7.Option{
-		// Access rules and rate limiting go here, before the cache.
-		l7.WithMiddleware("cache", c.middleware),
-		// Compression goes here, after the cache.
-	}, nil
+	opts := l7PolicyBeforeCache(logger, adm)
+	opts = append(opts, l7.WithMiddleware("cache", c.middleware))
+	opts = append(opts, l7PolicyAfterCache(logger, adm)...)
+	return opts, nil
 }
 
 // l7Cache is the process-wide cache and the budget last applied to it.

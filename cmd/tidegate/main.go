@@ -24,6 +24,7 @@ func commands() []command {
 		{"demo", "run an L4, two L7 nodes and three backends on 127.0.0.1", runDemo},
 		{"check", "validate configuration files and list every error", runCheck},
 		{"backend", "run a small HTTP backend that echoes each request (for demos and tests)", runBackend},
+		{"status", "print the status of an L4 or L7 process from its admin listener", runStatus},
 		{"version", "print the version", runVersion},
 	}
 }

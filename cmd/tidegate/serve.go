@@ -19,16 +19,26 @@ import (
 type tier struct {
 	name  string
 	build func(f *config.File, logger *slog.Logger, adm *admin.Server) (lifecycle.Service, error)
+	// flags, when set, registers tier-specific flags and returns the
+	// function that applies them to the built service.
+	flags func(fs *flag.FlagSet) func(lifecycle.Service)
 }
 
 func runL4(args []string, stdout, stderr io.Writer) int {
-	return serve(tier{"l4", func(f *config.File, logger *slog.Logger, adm *admin.Server) (lifecycle.Service, error) {
-		return l4.New(f, logger, adm)
-	}}, args, stderr)
+	return serve(tier{
+		name: "l4",
+		build: func(f *config.File, logger *slog.Logger, adm *admin.Server) (lifecycle.Service, error) {
+			return l4.New(f, logger, adm)
+		},
+		flags: func(fs *flag.FlagSet) func(lifecycle.Service) {
+			detach := fs.Bool("detach", false, "on shutdown, detach the XDP program and remove its pins (by default XDP connections keep flowing until the next start)")
+			return func(svc lifecycle.Service) { svc.(*l4.Server).SetDetach(*detach) }
+		},
+	}, args, stderr)
 }
 
 func runL7(args []string, stdout, stderr io.Writer) int {
-	return serve(tier{"l7", newL7}, args, stderr)
+	return serve(tier{name: "l7", build: newL7}, args, stderr)
 }
 
 func serve(t tier, args []string, stderr io.Writer) int {
@@ -38,6 +48,10 @@ func serve(t tier, args []string, stderr io.Writer) int {
 	logFormat := fs.String("log-format", "", "log `format`: text or json (overrides log.format)")
 	logLevel := fs.String("log-level", "", "log `level`: debug, info, warn or error (overrides log.level)")
 	adminAddr := fs.String("admin", "", "admin listener `address` host:port (overrides admin.address)")
+	var applyFlags func(lifecycle.Service)
+	if t.flags != nil {
+		applyFlags = t.flags(fs)
+	}
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: tidegate %s --config FILE [flags]\n\n", t.name)
 		fmt.Fprintf(stderr, "Runs the %s tier. SIGHUP reloads FILE, SIGTERM or SIGINT drains and exits,\n", t.name)
@@ -84,6 +98,9 @@ func serve(t tier, args []string, stderr io.Writer) int {
 	if err != nil {
 		logger.Error("invalid configuration", "config", *configPath, "err", err)
 		return 1
+	}
+	if applyFlags != nil {
+		applyFlags(svc)
 	}
 	if err := adm.Listen(f.Admin.Address); err != nil {
 		logger.Error("admin listen failed", "address", f.Admin.Address, "err", err)

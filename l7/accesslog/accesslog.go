@@ -37,6 +37,33 @@ type Entry struct {
 	Retries    int     `json:"retries"`
 	RequestID  string  `json:"request_id"`
 	Error      string  `json:"error,omitempty"`
+
+	PolicyFields
+}
+
+// PolicyFields are the access-log fields the policy middlewares set. Their
+// JSON keys appear at the top level of the line, and empty ones are left
+// out.
+type PolicyFields struct {
+	// RateLimitResult is "allowed", "delayed" or "rejected" on a route
+	// with a rate limit.
+	RateLimitResult string `json:"ratelimit_result,omitempty"`
+	// RateLimitDelayMS is how long a delayed request waited.
+	RateLimitDelayMS float64 `json:"ratelimit_delay_ms,omitempty"`
+	// RateLimitRemaining is the number of requests left in the window. It
+	// is nil when no limit applied, so 0 stays visible.
+	RateLimitRemaining *int `json:"ratelimit_remaining,omitempty"`
+	// RateLimitShared is true when Redis made the decision.
+	RateLimitShared bool `json:"ratelimit_shared,omitempty"`
+	// RewritePath is the path sent to the backend after a path rewrite.
+	RewritePath string `json:"rewrite_path,omitempty"`
+	// RedirectLocation is the Location of a redirect the route sent.
+	RedirectLocation string `json:"redirect_location,omitempty"`
+	// FixedResponse is the status of a fixed response the route sent.
+	FixedResponse int `json:"fixed_response,omitempty"`
+	// ContentEncoding is the encoding the proxy compressed the response
+	// with.
+	ContentEncoding string `json:"content_encoding,omitempty"`
 }
 
 // Logger writes entries. It is safe for concurrent use. A nil *Logger

@@ -349,18 +349,21 @@ func (w *responseWriter) Write(p []byte) (int, error) {
 	return w.ResponseWriter.Write(p)
 }
 
-// Flush sends what the handler wrote so far. A body still below the
-// minimum size at its first flush is sent unencoded: the handler streams,
-// and small pieces gain nothing from compression.
+// Flush sends what the handler wrote so far. A response of unknown length
+// is encoded from its first flush, as nginx does: httputil.ReverseProxy
+// flushes after every write when the backend sends no Content-Length, so
+// waiting for the minimum size would leave most chunked bodies unencoded.
 func (w *responseWriter) Flush() {
 	switch w.state {
 	case statePending:
 		w.WriteHeader(http.StatusOK)
 		if w.state == stateBuffering {
-			w.startIdentity()
+			w.startEncoding()
+			_ = w.enc.Flush()
 		}
 	case stateBuffering:
-		w.startIdentity()
+		w.startEncoding()
+		_ = w.enc.Flush()
 	case stateEncoding:
 		_ = w.enc.Flush()
 	}

@@ -442,3 +442,29 @@ func BenchmarkMiddleware(b *testing.B) {
 		})
 	}
 }
+
+// TestCompressFlushedBeforeMinSize covers a chunked body flushed in pieces
+// smaller than the minimum size, as httputil.ReverseProxy flushes a backend
+// response without Content-Length: it is still encoded.
+func TestCompressFlushedBeforeMinSize(t *testing.T) {
+	want := testBody(8 << 10)
+	srv := newServer(t, prometheus.NewRegistry(), http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		for rest := want; len(rest) > 0; {
+			n := min(len(rest), 100)
+			w.Write(rest[:n])
+			http.NewResponseController(w).Flush()
+			rest = rest[n:]
+		}
+	}))
+	for _, enc := range []string{"gzip", "br", "zstd"} {
+		resp, body := rawGet(t, "GET", srv.URL+"/", http.Header{"Accept-Encoding": {enc}})
+		if got := resp.Header.Get("Content-Encoding"); got != enc {
+			t.Errorf("%s: Content-Encoding = %q, want %q", enc, got, enc)
+			continue
+		}
+		if got := decode(t, enc, body); !bytes.Equal(got, want) {
+			t.Errorf("%s: decoded %d bytes that differ from the %d sent", enc, len(got), len(want))
+		}
+	}
+}

@@ -37,6 +37,9 @@ type Backend struct {
 	failures     atomic.Int64
 	ejectedUntil atomic.Int64 // unix nanoseconds
 	ejections    atomic.Uint64
+	// draining is set through the admin API: the backend gets no new
+	// requests, and requests in flight finish.
+	draining atomic.Bool
 
 	checker *health.Checker
 }
@@ -46,13 +49,14 @@ type Stats struct {
 	Addr      string
 	Healthy   bool // passes active checks (true without checks)
 	Ejected   bool // passively ejected right now
+	Draining  bool // drained through the admin API
 	InFlight  int64
 	Conns     int64
 	Ejections uint64
 }
 
 func (b *Backend) available(now int64) bool {
-	return b.Weight > 0 && b.up.Load() && now >= b.ejectedUntil.Load()
+	return b.Weight > 0 && b.up.Load() && !b.draining.Load() && now >= b.ejectedUntil.Load()
 }
 
 // Pool is a named upstream: backends, a balancer, a connection pool and the
@@ -140,6 +144,7 @@ func (p *Pool) Inherit(old *Pool) {
 		}
 		b.ejectedUntil.Store(ob.ejectedUntil.Load())
 		b.ejections.Store(ob.ejections.Load())
+		b.draining.Store(ob.draining.Load())
 	}
 }
 
@@ -260,6 +265,23 @@ func (p *Pool) Close() {
 // Backends returns the pool's backends in configuration order.
 func (p *Pool) Backends() []*Backend { return p.backends }
 
+// ErrBackendNotFound is returned by [Pool.SetDraining] for an address that
+// is not one of the pool's backends.
+var ErrBackendNotFound = errors.New("upstream: backend not found")
+
+// SetDraining drains the backend at addr (no new requests, requests in
+// flight finish) or, with false, puts it back in rotation.
+func (p *Pool) SetDraining(addr string, draining bool) error {
+	b := p.byAddr[addr]
+	if b == nil {
+		return fmt.Errorf("drain %s in upstream %q: %w", addr, p.Name, ErrBackendNotFound)
+	}
+	if b.draining.Swap(draining) != draining {
+		p.logger.Info("backend drain changed", "backend", addr, "draining", draining)
+	}
+	return nil
+}
+
 // Stats returns a snapshot of every backend.
 func (p *Pool) Stats() []Stats {
 	now := p.now().UnixNano()
@@ -272,6 +294,7 @@ func (p *Pool) Stats() []Stats {
 			InFlight:  b.inFlight.Load(),
 			Conns:     b.conns.Load(),
 			Ejections: b.ejections.Load(),
+			Draining:  b.draining.Load(),
 		}
 	}
 	return out

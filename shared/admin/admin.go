@@ -30,6 +30,8 @@ type Server struct {
 	token    string
 	logger   *slog.Logger
 	Registry *prometheus.Registry
+
+	crossOrigin *http.CrossOriginProtection
 }
 
 // New returns a server with a fresh registry that already holds the Go
@@ -39,6 +41,11 @@ func New(token string, pprofOn bool, logger *slog.Logger) *Server {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 
 	s := &Server{mux: http.NewServeMux(), token: token, logger: logger, Registry: reg}
+	s.crossOrigin = http.NewCrossOriginProtection()
+	s.crossOrigin.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		logger.Warn("admin request rejected", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", "cross-origin browser request", "origin", r.Header.Get("Origin"))
+		http.Error(w, "cross-origin request rejected", http.StatusForbidden)
+	}))
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelWarn)}))
 	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
@@ -68,8 +75,12 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 
 // HandleMutating registers an endpoint that changes state. When the server
 // has a token, requests must carry it as "Authorization: Bearer TOKEN".
+// Browser requests from another origin are rejected with 403 (by their
+// Sec-Fetch-Site or Origin header), so a web page elsewhere cannot make an
+// operator's browser drain a real, even when no token is set. Clients that
+// send neither header, such as curl, are not affected.
 func (s *Server) HandleMutating(pattern string, h http.Handler) {
-	s.mux.Handle(pattern, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.mux.Handle(pattern, s.crossOrigin.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.token != "" {
 			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
@@ -79,7 +90,7 @@ func (s *Server) HandleMutating(pattern string, h http.Handler) {
 			}
 		}
 		h.ServeHTTP(w, r)
-	}))
+	})))
 }
 
 // SetReady sets what /readyz reports.

@@ -192,3 +192,28 @@ l7:
 		t.Errorf("merged idle_timeout = %s, want 7s", b.IdleTimeout)
 	}
 }
+
+func TestDataplaneXDPDefaults(t *testing.T) {
+	f, err := Parse([]byte(`
+l4:
+  dataplane: {mode: xdp, interfaces: [eth0], snat_address: 10.0.0.5}
+  vips:
+    - {name: web, address: "10.0.0.10:80", reals: [{address: "10.0.1.2:8080"}]}
+`))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	d := f.L4.Dataplane
+	if d.SNATPortMin != DefaultSNATPortMin || d.SNATPortMax != DefaultSNATPortMax {
+		t.Errorf("SNAT ports = %d-%d, want %d-%d", d.SNATPortMin, d.SNATPortMax, DefaultSNATPortMin, DefaultSNATPortMax)
+	}
+	if d.FlowTableSize != DefaultFlowTableSize {
+		t.Errorf("FlowTableSize = %d, want %d", d.FlowTableSize, DefaultFlowTableSize)
+	}
+	if d.PinPath != DefaultPinPath {
+		t.Errorf("PinPath = %q, want %q", d.PinPath, DefaultPinPath)
+	}
+	if d.ClosingTimeout != DefaultClosingTimeout {
+		t.Errorf("ClosingTimeout = %s, want %s", d.ClosingTimeout, DefaultClosingTimeout)
+	}
+}

@@ -15,6 +15,39 @@ type Dataplane struct {
 	// Mode is "userspace" (no BPF), "xdp" (fail when XDP cannot attach) or
 	// "auto" (XDP in front of userspace when possible).
 	Mode string `yaml:"mode"`
+
+	// The keys below configure the XDP engine; the userspace mode ignores
+	// them. See dataplane.go for defaults and checks.
+
+	// Interfaces are the links the XDP program attaches to: the
+	// client-facing one and the one towards the reals (the same link in a
+	// one-arm setup). Required for xdp; auto without them stays userspace.
+	Interfaces []string `yaml:"interfaces"`
+	// Generic attaches in generic (skb) mode, for drivers without native
+	// XDP. Slower, and senders need TSO and GSO off.
+	Generic bool `yaml:"generic"`
+	// SNATAddress is the L4's IPv4 address towards the reals, the source
+	// of every XDP connection to a real. Required for xdp.
+	SNATAddress string `yaml:"snat_address"`
+	// SNATPortMin and SNATPortMax bound the source ports of XDP
+	// connections. The range must lie outside the kernel's ephemeral
+	// ports (net.ipv4.ip_local_port_range).
+	SNATPortMin int `yaml:"snat_port_min"`
+	SNATPortMax int `yaml:"snat_port_max"`
+	// FlowTableSize is the number of connections the XDP flow table holds;
+	// new connections beyond it go to the userspace engine.
+	FlowTableSize int `yaml:"flow_table_size"`
+	// MaxVIPs is the number of VIPs the XDP engine can carry.
+	MaxVIPs int `yaml:"max_vips"`
+	// PinPath is a directory on a bpffs mount where maps and links are
+	// pinned, so that a restart keeps XDP connections. Empty disables
+	// pinning: XDP detaches when the process exits.
+	PinPath string `yaml:"pin_path"`
+	// IdleTimeout expires XDP connections without packets.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// ClosingTimeout expires XDP connections after a FIN or RST, and
+	// those whose handshake does not complete.
+	ClosingTimeout Duration `yaml:"closing_timeout"`
 }
 
 // VIP is one virtual TCP service: a listen address and the reals (L7 nodes)
@@ -99,6 +132,7 @@ func (c *L4) setDefaults() {
 	if c.Dataplane.Mode == "" {
 		c.Dataplane.Mode = "userspace"
 	}
+	c.Dataplane.setDefaults()
 	for i := range c.VIPs {
 		v := &c.VIPs[i]
 		if v.ProxyProtocol == "" {
@@ -155,6 +189,7 @@ func (c *L4) validate(path string, errs *Errors) {
 	default:
 		errs.add(join(path, "dataplane.mode"), "%q is not one of userspace, xdp, auto", c.Dataplane.Mode)
 	}
+	c.Dataplane.validate(join(path, "dataplane"), errs)
 	if len(c.VIPs) == 0 {
 		errs.add(join(path, "vips"), "is empty (at least one VIP is required)")
 	}

@@ -1,0 +1,60 @@
+package admin
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+)
+
+func TestHandleMutatingChecks(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := New("secret", false, logger)
+	calls := 0
+	s.HandleMutating("POST /change", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls++
+	}))
+
+	tests := []struct {
+		name    string
+		headers map[string]string
+		want    int
+	}{
+		{"no token", nil, http.StatusUnauthorized},
+		{"wrong token", map[string]string{"Authorization": "Bearer nope"}, http.StatusUnauthorized},
+		{"token from curl", map[string]string{"Authorization": "Bearer secret"}, http.StatusOK},
+		{"token from the same origin", map[string]string{"Authorization": "Bearer secret", "Sec-Fetch-Site": "same-origin", "Origin": "http://admin.test"}, http.StatusOK},
+		{"token from a cross-site page", map[string]string{"Authorization": "Bearer secret", "Sec-Fetch-Site": "cross-site", "Origin": "http://attacker.invalid"}, http.StatusForbidden},
+		{"old browser, other origin", map[string]string{"Authorization": "Bearer secret", "Origin": "http://attacker.invalid"}, http.StatusForbidden},
+	}
+	for _, tc := range tests {
+		before := calls
+		req := httptest.NewRequest(http.MethodPost, "http://admin.test/change", nil)
+		for k, v := range tc.headers {
+			req.Header.Set(k, v)
+		}
+		rec := httptest.NewRecorder()
+		s.mux.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("%s: status %d, want %d", tc.name, rec.Code, tc.want)
+		}
+		if ran := calls > before; ran != (tc.want == http.StatusOK) {
+			t.Errorf("%s: handler ran = %v, want %v", tc.name, ran, tc.want == http.StatusOK)
+		}
+	}
+}
+
+func TestHandleMutatingCrossOriginWithoutToken(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := New("", false, logger)
+	s.HandleMutating("POST /change", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+
+	req := httptest.NewRequest(http.MethodPost, "http://admin.test/change", nil)
+	req.Header.Set("Sec-Fetch-Site", "cross-site")
+	rec := httptest.NewRecorder()
+	s.mux.ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden {
+		t.Errorf("cross-site POST without a token configured: status %d, want 403", rec.Code)
+	}
+}
