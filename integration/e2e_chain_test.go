@@ -531,8 +531,8 @@ func TestE2EL4NodesAgree(t *testing.T) {
 }
 
 // TestE2EAutoModeServes runs the L4 in dataplane mode "auto", as the compose
-// demo does: it must choose an engine, say which in its log and metrics, and
-// serve through it.
+// demo does: it must choose an engine (XDP when it attaches), say which in
+// its log and metrics, and serve through it.
 func TestE2EAutoModeServes(t *testing.T) {
 	e := startE2E(t, "auto", topology.Spec{}, false, topology.ChainOptions{})
 	c := e.topo.Clients[0]
@@ -550,8 +550,8 @@ func TestE2EAutoModeServes(t *testing.T) {
 	if len(engines) != 1 {
 		t.Errorf("tidegate_l4_engine_info has %d engines at 1 (%v), want exactly one", len(engines), engines)
 	}
-	if n := e.chain.L4[0].CountLines("dataplane"); n == 0 {
-		t.Errorf("the L4 log has no line about the dataplane it chose")
+	if n := e.chain.L4[0].CountLines("l4 engine selected"); n != 1 {
+		t.Errorf("the L4 logged %d lines about the engine it chose, want 1", n)
 	}
 	t.Logf("auto mode chose %v", engines)
 }

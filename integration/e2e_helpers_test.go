@@ -100,7 +100,7 @@ func startE2EWith(t *testing.T, mode string, spec topology.Spec, prepare func(*t
 	binaryOnce.Do(func() { os.Setenv(topology.BinaryEnv, tidegateBin) })
 
 	topo := topology.New(t, spec)
-	if mode == "xdp" {
+	if mode != "userspace" {
 		// Frames the L4's program redirects into a veth arrive only when
 		// the veth's other end has an XDP program too.
 		if err := topo.AttachXDPPass(topo.L4...); err != nil {

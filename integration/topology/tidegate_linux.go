@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -100,6 +101,11 @@ func (t *Topology) startTier(h *Host, tier string, f *config.File, patches []Pat
 		return nil, fmt.Errorf("%s on %s: %w", tier, h.Name, err)
 	}
 	argv := append([]string{Binary(t.tb), tier, "--config", path}, t.extraArgs...)
+	if tier == "l4" && f.L4 != nil && f.L4.Dataplane.Mode != "userspace" {
+		// Without --detach the L4 leaves its XDP program attached and its
+		// maps pinned on exit, for the next start to take over.
+		argv = append(argv, "--detach")
+	}
 	p, err := h.Start(tier, argv...)
 	if err != nil {
 		return nil, err
@@ -131,10 +137,43 @@ func addrs(hosts []*Host, seg Segment) []netip.Addr {
 	return out
 }
 
-// PinDir returns a directory name under /sys/fs/bpf for the BPF pins of a
-// test. [Topology.Close] and [Sweep] remove it.
-func (t *Topology) PinDir(name string) string {
-	return filepath.Join(bpfFSDir, t.Name+name)
+// setXDP fills the XDP keys of an L4 node's configuration: both of its
+// interfaces, its mid-segment address as the SNAT source, and a pin
+// directory on the topology's own bpffs, so that teardown removes the pins
+// and concurrent tests never share them.
+func (t *Topology) setXDP(h *Host, f *config.File) error {
+	d := &f.L4.Dataplane
+	d.Interfaces = nil
+	for _, ifc := range h.Interfaces {
+		d.Interfaces = append(d.Interfaces, ifc.Name)
+	}
+	d.SNATAddress = h.Addr(SegmentMid).String()
+	pins, err := t.PinDir(h.Name)
+	if err != nil {
+		return err
+	}
+	d.PinPath = pins
+	return nil
+}
+
+// PinDir returns a directory path for the BPF pins of name on a bpffs of the
+// topology's own, which it mounts at Dir/bpffs on first use. The host may
+// have no bpffs at /sys/fs/bpf, and a private mount keeps concurrent tests
+// apart. Teardown unmounts it, which removes every pin.
+func (t *Topology) PinDir(name string) (string, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.bpffs == "" {
+		dir := filepath.Join(t.Dir, "bpffs")
+		if err := os.Mkdir(dir, 0o700); err != nil {
+			return "", fmt.Errorf("create bpffs mount point: %w", err)
+		}
+		if err := syscall.Mount("bpf", dir, "bpf", 0, "mode=0700"); err != nil {
+			return "", fmt.Errorf("mount bpffs at %s: %w", dir, err)
+		}
+		t.bpffs = dir
+	}
+	return filepath.Join(t.bpffs, name), nil
 }
 
 // ChainOptions configures [Topology.StartChain].
@@ -226,8 +265,13 @@ func (t *Topology) StartChain(opts ChainOptions) (*Chain, error) {
 		}
 		c.L7 = append(c.L7, p)
 	}
-	for i := range t.L4 {
+	for i, h := range t.L4 {
 		f := L4File(opts.Mode, t.L7Addrs())
+		if opts.Mode != "userspace" {
+			if err := t.setXDP(h, f); err != nil {
+				return c, err
+			}
+		}
 		if opts.L4 != nil {
 			opts.L4(i, f)
 		}

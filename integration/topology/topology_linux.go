@@ -59,6 +59,8 @@ type Topology struct {
 	// extraArgs are added to every tier command line; see
 	// [ChainOptions.ExtraArgs].
 	extraArgs []string
+	// bpffs is the mount point of [Topology.PinDir], empty until used.
+	bpffs string
 	// passProg and xdpLinks belong to [Topology.AttachXDPPass].
 	passProg *ebpf.Program
 	xdpLinks []link.Link
@@ -330,6 +332,9 @@ func (t *Topology) teardown() {
 	if err := removeNamed(t.Name); err != nil {
 		errs = append(errs, err)
 	}
+	// removeNamed also unmounts the bpffs inside Dir; this covers a Dir
+	// whose name does not carry the prefix.
+	_ = unmountBPFFS(t.Dir)
 	if err := os.RemoveAll(t.Dir); err != nil {
 		errs = append(errs, err)
 	}
@@ -452,12 +457,26 @@ func removeNamed(prefix string) error {
 			if !strings.HasPrefix(e.Name(), prefix) {
 				continue
 			}
+			if err := unmountBPFFS(filepath.Join(dir, e.Name())); err != nil {
+				errs = append(errs, err)
+			}
 			if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
 				errs = append(errs, fmt.Errorf("remove %s: %w", filepath.Join(dir, e.Name()), err))
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// unmountBPFFS unmounts the bpffs that [Topology.PinDir] mounts inside dir,
+// if there is one, so that dir can be removed.
+func unmountBPFFS(dir string) error {
+	mnt := filepath.Join(dir, "bpffs")
+	err := syscall.Unmount(mnt, syscall.MNT_DETACH)
+	if err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) && !errors.Is(err, syscall.ENOTDIR) {
+		return fmt.Errorf("unmount %s: %w", mnt, err)
+	}
+	return nil
 }
 
 // deleteNamed unmounts and removes the namespace bound at path. Another

@@ -199,6 +199,47 @@ func TestCloseDumpsLogsOnFailure(t *testing.T) {
 	}
 }
 
+func TestPinDirUnmountedOnClose(t *testing.T) {
+	inner := &recordingTB{TB: t}
+	topo := New(inner, Spec{})
+	pins, err := topo.PinDir("l4-0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(pins, 0o700); err != nil {
+		t.Fatalf("create pin directory on the topology's bpffs: %v", err)
+	}
+	mnt := filepath.Dir(pins)
+	if !mounted(t, mnt) {
+		t.Fatalf("%s is not a mount point after PinDir", mnt)
+	}
+
+	inner.runCleanups()
+
+	if mounted(t, mnt) {
+		t.Errorf("%s is still mounted after Close", mnt)
+	}
+	if _, err := os.Stat(mnt); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("%s still exists after Close (stat: %v)", mnt, err)
+	}
+}
+
+// mounted reports whether path is a mount point of this process.
+func mounted(t *testing.T, path string) bool {
+	t.Helper()
+	data, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for line := range strings.SplitSeq(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) > 4 && fields[4] == path {
+			return true
+		}
+	}
+	return false
+}
+
 func TestSweepRemovesDeadRunLeftovers(t *testing.T) {
 	RequireRoot(t)
 	// The PID of a process that has exited plays the part of a test process
