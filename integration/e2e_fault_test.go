@@ -117,8 +117,8 @@ func TestFaultL7KilledUnderLoad(t *testing.T) {
 			case r.worker < keepAlive && !onVictim[r.worker]:
 				t.Errorf("worker %d on the surviving node failed at %s: %v", r.worker, r.start.Format("15:04:05.000"), r.err)
 			case r.start.After(settled):
-				t.Errorf("worker %d failed at %s, %s after the kill (fall time %s + slack %s): %v",
-					r.worker, r.start.Format("15:04:05.000"), r.start.Sub(killAt), fallTime, detectionSlack, r.err)
+				t.Errorf("worker %d failed at %s, %s after the kill (fall time %s + slack %s): %v (first attempt: %v)",
+					r.worker, r.start.Format("15:04:05.000"), r.start.Sub(killAt), fallTime, detectionSlack, r.err, r.firstErr)
 			}
 			if r.start.After(settled) && r.backend == victimBackend {
 				t.Errorf("worker %d reached the killed node at %s", r.worker, r.start.Format("15:04:05.000"))

@@ -237,6 +237,8 @@ type result struct {
 	status  int
 	backend string
 	retried bool
+	// firstErr is the error of the first attempt of a retried request.
+	firstErr error
 }
 
 // loadOptions configures [runLoad]. Every run is bounded by both maxRequests
@@ -270,7 +272,7 @@ func runLoad(o loadOptions, stop <-chan struct{}) []result {
 				r := doRequest(c, o.url)
 				if r.err != nil && o.retry {
 					again := doRequest(c, o.url)
-					again.start, again.retried = r.start, true
+					again.start, again.retried, again.firstErr = r.start, true, r.err
 					again.latency = time.Since(r.start)
 					r = again
 				}
@@ -360,8 +362,8 @@ func logOutcome(t *testing.T, what string, s loadSummary) {
 func firstErrors(rs []result, n int) string {
 	var out []string
 	for _, r := range rs {
-		if r.err != nil && len(out) < n {
-			out = append(out, fmt.Sprintf("worker %d at %s: %v", r.worker, r.start.Format("15:04:05.000"), r.err))
+		if (r.err != nil || r.firstErr != nil) && len(out) < n {
+			out = append(out, fmt.Sprintf("worker %d at %s: %v (first attempt: %v)", r.worker, r.start.Format("15:04:05.000"), r.err, r.firstErr))
 		}
 	}
 	return strings.Join(out, "\n")
