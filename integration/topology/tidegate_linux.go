@@ -139,8 +139,8 @@ func addrs(hosts []*Host, seg Segment) []netip.Addr {
 
 // setXDP fills the XDP keys of an L4 node's configuration: both of its
 // interfaces, its mid-segment address as the SNAT source, and a pin
-// directory on the topology's own bpffs, so that teardown removes the pins
-// and concurrent tests never share them.
+// directory on the topology's own bpffs. Teardown removes those pins, and
+// concurrent tests never share them.
 func (t *Topology) setXDP(h *Host, f *config.File) error {
 	d := &f.L4.Dataplane
 	d.Interfaces = nil
