@@ -108,14 +108,22 @@ func TestFaultL7KilledUnderLoad(t *testing.T) {
 			t.Fatalf("no request reached %s before the kill; the test proves nothing", victim.Host.Name)
 		}
 
+		// Once the L4 has marked the node down, a new connection must not
+		// reach it. The margin covers publishing the new Maglev table to
+		// the engines.
+		const publishMargin = 500 * time.Millisecond
+		newConnDeadline := detectedAt.Add(publishMargin)
 		for _, r := range rs {
 			failedOnce := r.err != nil || r.retried
 			switch {
 			case !failedOnce:
 			case r.start.Add(r.latency).Before(killAt):
-				t.Errorf("worker %d failed at %s, before the kill: %v", r.worker, r.start.Format("15:04:05.000"), r.err)
+				t.Errorf("worker %d failed at %s, before the kill: %v (first attempt: %v)", r.worker, r.start.Format("15:04:05.000"), r.err, r.firstErr)
 			case r.worker < keepAlive && !onVictim[r.worker]:
-				t.Errorf("worker %d on the surviving node failed at %s: %v", r.worker, r.start.Format("15:04:05.000"), r.err)
+				t.Errorf("worker %d on the surviving node failed at %s: %v (first attempt: %v)", r.worker, r.start.Format("15:04:05.000"), r.err, r.firstErr)
+			case r.worker >= keepAlive && r.start.After(newConnDeadline):
+				t.Errorf("new connection of worker %d failed at %s, %s after the L4 marked the node down: %v (first attempt: %v)",
+					r.worker, r.start.Format("15:04:05.000"), r.start.Sub(detectedAt), r.err, r.firstErr)
 			case r.start.After(settled):
 				t.Errorf("worker %d failed at %s, %s after the kill (fall time %s + slack %s): %v (first attempt: %v)",
 					r.worker, r.start.Format("15:04:05.000"), r.start.Sub(killAt), fallTime, detectionSlack, r.err, r.firstErr)
