@@ -562,33 +562,23 @@ static __always_inline int new_flow(struct pkt *p, void *data_end, const struct 
 	return -1;
 }
 
-/* Restarts a flow whose client reused its port for a new connection (a SYN
- * with another ISN): same real and SNAT port, new ISN and unique ID. */
-static __always_inline void restart_flow(struct pkt *p, struct flow *f)
+/* Ends a forward flow and its reverse entry and returns the SNAT port. The
+ * port goes back only when this call removed the forward entry, so a sweep
+ * from userspace that removes the same flow cannot return it twice. */
+static __always_inline void release_flow(const struct flow_key *fk, const struct flow *f)
 {
-	__u32 zero = 0;
-	struct lb_config *cfg = bpf_map_lookup_elem(&config, &zero);
 	struct flow_key rk = {
 		.saddr = f->daddr,
 		.daddr = f->saddr,
 		.sport = f->dport,
 		.dport = f->sport,
 	};
-	struct flow *rev = bpf_map_lookup_elem(&flows, &rk);
-	__u32 isn = bpf_ntohl(p->tcp->seq);
+	__u16 port = bpf_ntohs(f->sport);
 
-	if (!cfg)
+	if (bpf_map_delete_elem(&flows, fk))
 		return;
-	f->isn = isn;
-	f->state = 0;
-	f->hdr_acked = 0;
-	f->created = bpf_ktime_get_ns();
-	build_proxy_header(f, cfg, p->iph->saddr, p->tcp->source, p->iph->daddr, p->tcp->dest,
-			   bpf_ntohs(f->sport));
-	if (rev) {
-		rev->isn = isn;
-		rev->hdr_acked = 0;
-	}
+	bpf_map_delete_elem(&flows, &rk);
+	bpf_map_push_elem(&free_ports, &port, 0);
 }
 
 SEC("xdp")
@@ -611,6 +601,15 @@ int xdp_lb(struct xdp_md *ctx)
 	};
 	struct flow *f = bpf_map_lookup_elem(&flows, &key);
 	int syn_only = p.tcp->syn && !p.tcp->ack;
+
+	/* A SYN with another ISN on a known flow is a new connection from a
+	 * reused client port. It gets a real from the current table like any
+	 * new flow, because the old real may have gone down since. */
+	if (f && f->dir == FLOW_FORWARD && syn_only && bpf_ntohl(p.tcp->seq) != f->isn) {
+		release_flow(&key, f);
+		count(STAT_FLOWS_CLOSED, 1);
+		f = NULL;
+	}
 
 	if (!f) {
 		if (!syn_only || p.tcp->rst || p.tcp->fin) {
@@ -637,8 +636,6 @@ int xdp_lb(struct xdp_md *ctx)
 			count(STAT_PASS_TABLE_FULL, 1);
 			return XDP_PASS;
 		}
-	} else if (f->dir == FLOW_FORWARD && syn_only && bpf_ntohl(p.tcp->seq) != f->isn) {
-		restart_flow(&p, f);
 	}
 
 	if (f->dir == FLOW_FORWARD)

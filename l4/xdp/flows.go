@@ -104,7 +104,12 @@ func (d *Dataplane) Sweep() (SweepResult, error) {
 	}
 
 	for _, p := range expired {
-		d.objs.Flows.Delete(&p.fwdKey)
+		// The program also ends flows, when a client reuses its port.
+		// Whoever removes the forward entry returns the port, so it is
+		// never queued twice.
+		if err := d.objs.Flows.Delete(&p.fwdKey); err != nil {
+			continue
+		}
 		d.objs.Flows.Delete(&p.revKey)
 		if err := d.objs.FreePorts.Update(nil, p.port, ebpf.UpdateAny); err != nil {
 			d.metrics.portErrors.Inc()

@@ -487,7 +487,10 @@ func TestFinAndRstCloseFlow(t *testing.T) {
 	}
 }
 
-func TestPortReuseRestartsFlow(t *testing.T) {
+// TestPortReuseStartsNewFlow sends a SYN with another ISN on a known flow,
+// which is a new connection from a reused client port: it gets a new flow
+// with its own SNAT port and unique ID, and the old flow's entries are gone.
+func TestPortReuseStartsNewFlow(t *testing.T) {
 	tn := newTestNet(t)
 	d := tn.load(t, Config{})
 	setTestVIP(t, d, false)
@@ -497,16 +500,54 @@ func TestPortReuseRestartsFlow(t *testing.T) {
 	uid := checkHeader(t, ack.payload, c.client)
 	c.reverse(segment{seq: c.rISN + 1, ack: c.isn + 1 + HeaderLen, flags: flagACK})
 
-	// A new connection from the same client port with another ISN.
 	c.isn += 5_000_000
-	oldReal, oldSNAT := c.real, c.snat
+	old := *c
 	c.open()
-	if c.real != oldReal || c.snat != oldSNAT {
-		t.Errorf("reused flow moved from %s/%s to %s/%s", oldReal, oldSNAT, c.real, c.snat)
+	if c.real != old.real {
+		t.Errorf("reused port with an unchanged table moved from real %s to %s", old.real, c.real)
+	}
+	if c.snat == old.snat {
+		t.Errorf("new connection kept the old SNAT port %s", old.snat)
 	}
 	ack2 := c.forward(segment{seq: c.isn + 1, ack: c.rISN + 1, flags: flagACK})
 	if uid2 := checkHeader(t, ack2.payload, c.client); bytes.Equal(uid, uid2) {
 		t.Errorf("new connection kept the old unique ID %x", uid)
+	}
+
+	// The old reverse entry is gone: a late segment to the old SNAT port
+	// has no flow and goes to the kernel.
+	late := old.fromReal(segment{seq: c.rISN + 1, ack: old.isn + 1, flags: flagACK})
+	if ret, _ := tn.run(t, d, tn.realIdx, late.marshal()); ret != xdpPass {
+		t.Errorf("segment to the released SNAT port: verdict %d, want XDP_PASS", ret)
+	}
+}
+
+// TestPortReuseAfterRealLeaves reuses a client port after the flow's real
+// left the table, as when the L4 marks a killed L7 node down: the new
+// connection goes to a real still in the table.
+func TestPortReuseAfterRealLeaves(t *testing.T) {
+	tn := newTestNet(t)
+	d := tn.load(t, Config{})
+	setTestVIP(t, d, false)
+	c := newConn(t, tn, d, 50011)
+	c.open()
+	gone := c.real
+	survivor := real1
+	if gone == real1 {
+		survivor = real2
+	}
+	table, err := maglev.New([]maglev.Backend{{ID: survivor.String(), Weight: 1}}, 13)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.SetVIP(vip, []netip.AddrPort{survivor}, table, false); err != nil {
+		t.Fatalf("SetVIP: %v", err)
+	}
+
+	c.isn += 5_000_000
+	c.open()
+	if c.real != survivor {
+		t.Errorf("reused port went to %s, want the remaining real %s (not %s)", c.real, survivor, gone)
 	}
 }
 
