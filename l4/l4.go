@@ -204,6 +204,7 @@ func (s *Server) engineVIPs(cfg *config.L4) []userspace.VIP {
 			ProxyVersion:   version,
 			ConnectTimeout: vc.ConnectTimeout.D(),
 			IdleTimeout:    vc.IdleTimeout.D(),
+			TCPKeepAlive:   vc.TCPKeepAlive.D(),
 			MaxConnections: vc.MaxConnections,
 			DialAttempts:   vc.DialAttempts,
 			Picker:         s.balancer.VIP(vc.Name),

@@ -213,6 +213,9 @@ func writeForwardedValue(b *strings.Builder, v string) {
 // without a known parameter (only extensions, which ParseForwarded drops)
 // are left out, since an empty element is not valid syntax.
 func FormatForwarded(els []ForwardedElement) string {
+	if len(els) == 1 {
+		return els[0].String()
+	}
 	parts := make([]string, 0, len(els))
 	for _, el := range els {
 		if s := el.String(); s != "" {

@@ -297,6 +297,7 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 		trusted = containsAddr(l.settings.Load().trustedForwarders, info.Client.Addr())
 	}
 	client := info.Client.Addr()
+	clientText := client.String()
 	proto := "http"
 	if info.TLS {
 		proto = "https"
@@ -304,8 +305,8 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	port := strconv.Itoa(int(info.Local.Port()))
 
 	h := forwardingHeaders{
-		xff:   client.String(),
-		real:  client.String(),
+		xff:   clientText,
+		real:  clientText,
 		proto: proto,
 		host:  in.Host,
 		port:  port,
@@ -343,12 +344,18 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 			}
 		}
 	}
-	out.Header.Set("X-Forwarded-For", h.xff)
-	out.Header.Set("X-Real-Ip", h.real)
-	out.Header.Set("X-Forwarded-Proto", h.proto)
-	out.Header.Set("X-Forwarded-Host", h.host)
-	out.Header.Set("X-Forwarded-Port", h.port)
-	out.Header.Set("Forwarded", FormatForwarded(forwarded))
+	// One backing array for the six values saves five allocations per
+	// request over Header.Set. Each slice is capped at one element, so an
+	// append by a later handler copies instead of overwriting a neighbour.
+	// The keys are already in canonical form.
+	vals := [...]string{h.xff, h.real, h.proto, h.host, h.port, FormatForwarded(forwarded)}
+	backing := vals[:]
+	out.Header["X-Forwarded-For"] = backing[0:1:1]
+	out.Header["X-Real-Ip"] = backing[1:2:2]
+	out.Header["X-Forwarded-Proto"] = backing[2:3:3]
+	out.Header["X-Forwarded-Host"] = backing[3:4:4]
+	out.Header["X-Forwarded-Port"] = backing[4:5:5]
+	out.Header["Forwarded"] = backing[5:6:6]
 }
 
 type forwardingHeaders struct {
@@ -402,7 +409,11 @@ func (g *requestIDs) next() string {
 	var b [16]byte
 	copy(b[:8], g.prefix[:])
 	binary.BigEndian.PutUint64(b[8:], g.n.Add(1))
-	return hex.EncodeToString(b[:])
+	// Encoding into a stack array leaves the string conversion as the only
+	// allocation.
+	var text [32]byte
+	hex.Encode(text[:], b[:])
+	return string(text[:])
 }
 
 // responseRecorder remembers the status and counts body bytes. It exposes

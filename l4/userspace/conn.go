@@ -24,6 +24,13 @@ func (e *Engine) serveConn(l *listener, v *VIP, client *net.TCPConn) {
 	activeVIP.Inc()
 	defer activeVIP.Dec()
 
+	if v.TCPKeepAlive > 0 {
+		err := client.SetKeepAliveConfig(keepAliveConfig(v.TCPKeepAlive))
+		if ok, skipped := l.keepAliveLog.allow(); err != nil && ok {
+			e.logger.Warn("set client tcp keep-alive failed", "vip", v.Name, "err", err, "suppressed", skipped)
+		}
+	}
+
 	start := time.Now()
 	id := e.ids.Next()
 	src := client.RemoteAddr().(*net.TCPAddr).AddrPort()
@@ -84,7 +91,11 @@ func (e *Engine) serveConn(l *listener, v *VIP, client *net.TCPConn) {
 // connectReal dials the reals in order and writes hdr to the first that
 // accepts. It returns nil when every attempt failed.
 func (e *Engine) connectReal(l *listener, v *VIP, reals []string, hdr []byte, id proxyheader.ID) (*net.TCPConn, string) {
-	d := net.Dialer{Timeout: v.ConnectTimeout}
+	d := net.Dialer{
+		Timeout:         v.ConnectTimeout,
+		KeepAlive:       -1,
+		KeepAliveConfig: keepAliveConfig(v.TCPKeepAlive),
+	}
 	for _, addr := range reals {
 		t0 := time.Now()
 		c, err := d.Dial("tcp", addr)
@@ -211,10 +222,15 @@ func copyHalf(dst, src *net.TCPConn, moved *atomic.Uint64, count prometheus.Coun
 func watchIdle(client *net.TCPConn, idle time.Duration, moved *atomic.Uint64, onIdle func()) (stop func()) {
 	period := max(idle/4, 5*time.Millisecond)
 	var (
-		mu         sync.Mutex
-		timer      *time.Timer
-		stopped    bool
-		last       = tcpProgress(client) + moved.Load()
+		mu      sync.Mutex
+		timer   *time.Timer
+		stopped bool
+		// The first sample is taken at the first check, not here, so a
+		// connection shorter than period makes no TCP_INFO call. Bytes
+		// that arrived before the watch began then count as progress at
+		// that check, which still closes an idle connection within 1.25
+		// times idle of its last byte.
+		last       uint64
 		lastChange = time.Now()
 	)
 	check := func() {

@@ -35,6 +35,11 @@ type VIP struct {
 	MaxConnections int
 	// DialAttempts is how many reals are tried, in Picker order.
 	DialAttempts int
+	// TCPKeepAlive turns on TCP keep-alive on the client and the real
+	// socket, with this idle time before the first probe and the kernel's
+	// interval and probe count. Zero leaves keep-alive off, and then the
+	// engine makes no keep-alive setsockopt call.
+	TCPKeepAlive time.Duration
 	Picker       Picker
 }
 
@@ -61,9 +66,10 @@ type listener struct {
 	vip    atomic.Pointer[VIP]
 	active atomic.Int64 // client connections open, checked against MaxConnections
 
-	limitLog  logLimiter
-	noRealLog logLimiter
-	dialLog   logLimiter
+	limitLog     logLimiter
+	noRealLog    logLimiter
+	dialLog      logLimiter
+	keepAliveLog logLimiter
 }
 
 // New returns an engine with no listeners and registers its metrics with reg.
@@ -93,7 +99,7 @@ func (e *Engine) Prepare(addrs []string) error {
 		if e.listeners[addr] != nil || e.pending[addr] != nil {
 			continue
 		}
-		ln, err := net.Listen("tcp", addr)
+		ln, err := listenTCP(addr)
 		if err != nil {
 			for _, a := range bound {
 				e.pending[a].Close()
@@ -105,6 +111,24 @@ func (e *Engine) Prepare(addrs []string) error {
 		bound = append(bound, addr)
 	}
 	return nil
+}
+
+// listenTCP binds addr with Go's default TCP keep-alive off, which would
+// otherwise cost four setsockopt calls on every accepted socket. The
+// listener outlives reloads that change a VIP's TCPKeepAlive, so serveConn
+// sets keep-alive per connection instead.
+func listenTCP(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
+}
+
+// keepAliveConfig returns the keep-alive settings for a VIP's TCPKeepAlive:
+// off for zero, else the idle time with the kernel's interval and count.
+func keepAliveConfig(idle time.Duration) net.KeepAliveConfig {
+	if idle <= 0 {
+		return net.KeepAliveConfig{}
+	}
+	return net.KeepAliveConfig{Enable: true, Idle: idle, Interval: -1, Count: -1}
 }
 
 // Update makes the engine serve exactly vips. A VIP whose address is already
@@ -128,7 +152,7 @@ func (e *Engine) Update(vips []VIP) error {
 			ln := e.pending[v.Address]
 			delete(e.pending, v.Address)
 			if ln == nil {
-				nl, err := net.Listen("tcp", v.Address)
+				nl, err := listenTCP(v.Address)
 				if err != nil {
 					errs = append(errs, fmt.Errorf("listen on %s for vip %s: %w", v.Address, v.Name, err))
 					continue

@@ -16,7 +16,6 @@ import (
 var ErrRejected = errors.New("inspect: request rejected")
 
 const (
-	readChunk      = 16 << 10
 	rejectDeadline = time.Second            // bound for writing a rejection
 	lingerTimeout  = 500 * time.Millisecond // drain after a rejection
 	lingerBytes    = 256 << 10
@@ -27,7 +26,6 @@ type Conn struct {
 	net.Conn
 	framer   *framer
 	onReject func(Rejection)
-	buf      []byte
 	outPos   int // bytes of framer.out already returned
 
 	// headStart is when the current request head began, zero between
@@ -77,7 +75,6 @@ func WrapConn(c net.Conn, lim Limits, onReject func(Rejection)) *Conn {
 		Conn:     c,
 		framer:   newFramer(lim),
 		onReject: onReject,
-		buf:      make([]byte, readChunk),
 	}
 	w.headStart = time.Now()
 	return w
@@ -88,6 +85,9 @@ func (c *Conn) NetConn() net.Conn { return c.Conn }
 
 // Read implements net.Conn.
 func (c *Conn) Read(b []byte) (int, error) {
+	if len(b) == 0 {
+		return 0, nil
+	}
 	for {
 		if c.outPos < len(c.framer.out) {
 			n := copy(b, c.framer.out[c.outPos:])
@@ -114,9 +114,12 @@ func (c *Conn) Read(b []byte) (int, error) {
 		}
 
 		c.applyDeadline()
-		n, err := c.Conn.Read(c.buf)
+		// Read into the caller's buffer: the framer copies what it keeps,
+		// so an idle connection holds no read buffer of its own. The loop
+		// then hands the validated bytes back through b.
+		n, err := c.Conn.Read(b)
 		if n > 0 {
-			c.feed(c.buf[:n])
+			c.feed(b[:n])
 		}
 		if err == nil {
 			continue
@@ -212,7 +215,8 @@ func (c *Conn) handlePending(b []byte) (int, error) {
 		_ = c.Conn.SetReadDeadline(c.httpDeadline)
 		c.mu.Unlock()
 		for {
-			if _, err := c.Conn.Read(c.buf); err != nil {
+			// b is scratch space here, because this read returns no bytes.
+			if _, err := c.Conn.Read(b); err != nil {
 				if !isTimeout(err) {
 					c.readErr = err
 				}

@@ -571,3 +571,39 @@ func TestWrapConnRejectAfterHalfClose(t *testing.T) {
 		t.Errorf("backend saw %d requests, want 1", n)
 	}
 }
+
+// TestWrapConnSmallReadBuffers reads a pipelined pair of requests, one
+// with a chunked body, through buffers of 1, 7 and 4096 bytes: the
+// wrapper reads into the caller's buffer, so every size must give back the
+// same validated bytes, and an empty buffer must return at once.
+func TestWrapConnSmallReadBuffers(t *testing.T) {
+	const raw = "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n" +
+		"GET /b HTTP/1.1\r\nHost: x\r\n\r\n"
+	for _, size := range []int{1, 7, 4096} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			client, server := net.Pipe()
+			defer client.Close()
+			c := WrapConn(server, Limits{}, nil)
+			defer c.Close()
+			go func() {
+				_, _ = io.WriteString(client, raw)
+			}()
+
+			if n, err := c.Read(nil); n != 0 || err != nil {
+				t.Fatalf("Read(nil) = %d, %v, want 0, nil", n, err)
+			}
+			var got []byte
+			buf := make([]byte, size)
+			for len(got) < len(raw) {
+				n, err := c.Read(buf)
+				if err != nil {
+					t.Fatalf("Read after %d bytes: %v", len(got), err)
+				}
+				got = append(got, buf[:n]...)
+			}
+			if string(got) != raw {
+				t.Errorf("read %q, want %q", got, raw)
+			}
+		})
+	}
+}

@@ -74,6 +74,14 @@ type VIP struct {
 	// DialAttempts is how many reals to try, in Maglev preference order,
 	// before the client connection is closed.
 	DialAttempts int `yaml:"dial_attempts"`
+	// TCPKeepAlive turns on TCP keep-alive probes on the client and the
+	// real socket of each connection, with this much idle time before the
+	// first probe (TCP_KEEPIDLE). The probe interval and count stay at the
+	// kernel's values (net.ipv4.tcp_keepalive_intvl and _probes). 0, the
+	// default, leaves keep-alive off, as HAProxy does without
+	// option clitcpka and srvtcpka: idle_timeout already closes idle
+	// connections, and each socket then saves the setsockopt calls.
+	TCPKeepAlive Duration `yaml:"tcp_keepalive"`
 
 	HealthCheck *HealthCheck `yaml:"health_check"`
 	Reals       []Real       `yaml:"reals"`
@@ -114,6 +122,10 @@ const (
 	DefaultConnectTimeout = Duration(2e9)
 	DefaultIdleTimeout    = Duration(300e9)
 	DefaultDialAttempts   = 3
+
+	// MaxTCPKeepAlive is the largest TCP_KEEPIDLE Linux accepts
+	// (MAX_TCP_KEEPIDLE, 32767 seconds).
+	MaxTCPKeepAlive = Duration(32767e9)
 
 	// MaxRealWeight bounds a real's weight, so a weighted Maglev build stays
 	// proportional without huge rounds.
@@ -245,6 +257,9 @@ func (v *VIP) validate(path string, errs *Errors) {
 	}
 	if v.DialAttempts < 1 {
 		errs.add(join(path, "dial_attempts"), "%d must be at least 1", v.DialAttempts)
+	}
+	if v.TCPKeepAlive != 0 && (v.TCPKeepAlive < Duration(1e9) || v.TCPKeepAlive > MaxTCPKeepAlive) {
+		errs.add(join(path, "tcp_keepalive"), "%s is outside 1s..%s (0s turns keep-alive off)", v.TCPKeepAlive, MaxTCPKeepAlive)
 	}
 	if v.HealthCheck != nil {
 		v.HealthCheck.validate(join(path, "health_check"), errs)

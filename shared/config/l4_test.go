@@ -27,6 +27,9 @@ func TestParseL4Defaults(t *testing.T) {
 		v.ConnectTimeout != DefaultConnectTimeout || v.IdleTimeout != DefaultIdleTimeout || v.DialAttempts != DefaultDialAttempts {
 		t.Errorf("defaults not applied: %+v", v)
 	}
+	if v.TCPKeepAlive != 0 {
+		t.Errorf("unset tcp_keepalive = %s, want 0s (off)", v.TCPKeepAlive)
+	}
 	if f.L4.Dataplane.Mode != "userspace" {
 		t.Errorf("dataplane.mode = %q, want userspace", f.L4.Dataplane.Mode)
 	}
@@ -58,6 +61,9 @@ func TestParseL4Errors(t *testing.T) {
 		{"duration without unit", "connect_timeout: 5", "", "l4.vips[0].connect_timeout", "no unit"},
 		{"unknown key", "tabel_size: 13", "", "l4.vips[0].tabel_size", ""},
 		{"bad health address", "", "health_address: nope", "l4.vips[0].reals[0].health_address", ""},
+		{"keep-alive under 1s", "tcp_keepalive: 500ms", "", "l4.vips[0].tcp_keepalive", "outside 1s..9h6m7s"},
+		{"keep-alive over kernel max", "tcp_keepalive: 10h", "", "l4.vips[0].tcp_keepalive", "outside 1s..9h6m7s"},
+		{"negative keep-alive", "tcp_keepalive: -1s", "", "l4.vips[0].tcp_keepalive", "negative"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,6 +88,17 @@ func TestParseL4Errors(t *testing.T) {
 			}
 			t.Errorf("Parse errors = %v, want one at %s containing %q", errs, tc.wantPath, tc.wantMsg)
 		})
+	}
+}
+
+func TestParseL4TCPKeepAlive(t *testing.T) {
+	doc := strings.Replace(validL4, "      reals:", "      tcp_keepalive: 45s\n      reals:", 1)
+	f, err := Parse([]byte(doc))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := f.L4.VIPs[0].TCPKeepAlive; got != Duration(45e9) {
+		t.Errorf("tcp_keepalive = %s, want 45s", got)
 	}
 }
 
