@@ -19,8 +19,11 @@ APT_PACKAGES := iproute2 ethtool clang-19 llvm-19 libbpf-dev linux-libc-dev redi
 
 all: build
 
+# build also makes the demo certificate generator that
+# deploy/Dockerfile.prebuilt copies next to the binary.
 build:
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/tidegate
+	CGO_ENABLED=0 $(GO) build -trimpath -o bin/tidegate-democert ./deploy/democert
 
 # deps installs the Debian packages the full test run needs, when missing.
 deps:
