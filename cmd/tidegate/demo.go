@@ -24,7 +24,7 @@ import (
 	"github.com/tidegate/tidegate/shared/logging"
 )
 
-// demoPorts are offsets from --base-port for each demo process.
+// Port offsets from --base-port, one per demo process.
 const (
 	offVIP      = 443 // L4 VIP: base+443
 	offL4Admin  = 100
