@@ -290,6 +290,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	self := ForwardedElement{For: forwardedNode(client), Host: in.Host, Proto: proto}
 	forwarded := []ForwardedElement{self}
 
+	if !trusted {
+		removeForwardedExtras(out.Header)
+	}
 	if trusted {
 		hop := hopByHop(in.Header)
 		keep := func(name string) (string, bool) {
@@ -326,6 +329,24 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	out.Header.Set("X-Forwarded-Host", h.host)
 	out.Header.Set("X-Forwarded-Port", h.port)
 	out.Header.Set("Forwarded", FormatForwarded(forwarded))
+}
+
+// removeForwardedExtras deletes the X-Forwarded-* fields that rewrite does
+// not build itself, such as X-Forwarded-Prefix and X-Forwarded-Server.
+// Backends build links from them and the cache does not key on them, so
+// from an untrusted client they would let one request poison a cached
+// response for everyone.
+func removeForwardedExtras(h http.Header) {
+	for name := range h {
+		if !strings.HasPrefix(name, "X-Forwarded-") {
+			continue
+		}
+		switch name {
+		case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port":
+			continue
+		}
+		delete(h, name)
+	}
 }
 
 type forwardingHeaders struct {
