@@ -58,3 +58,32 @@ func TestHandleMutatingCrossOriginWithoutToken(t *testing.T) {
 		t.Errorf("cross-site POST without a token configured: status %d, want 403", rec.Code)
 	}
 }
+
+// RFC 9110 section 11.1 makes the authentication scheme case-insensitive,
+// so clients that send "bearer" must be accepted like "Bearer".
+func TestHandleMutatingBearerSchemeCase(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := New("secret", false, logger)
+	s.HandleMutating("POST /change", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+
+	tests := []struct {
+		header string
+		want   int
+	}{
+		{"bearer secret", http.StatusOK},
+		{"BEARER secret", http.StatusOK},
+		{"Bearer  secret", http.StatusUnauthorized},
+		{"Basic secret", http.StatusUnauthorized},
+		{"Bearer", http.StatusUnauthorized},
+		{"bearer wrong", http.StatusUnauthorized},
+	}
+	for _, tc := range tests {
+		req := httptest.NewRequest(http.MethodPost, "http://admin.test/change", nil)
+		req.Header.Set("Authorization", tc.header)
+		rec := httptest.NewRecorder()
+		s.mux.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("Authorization %q: status %d, want %d", tc.header, rec.Code, tc.want)
+		}
+	}
+}
