@@ -82,7 +82,7 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 func (s *Server) HandleMutating(pattern string, h http.Handler) {
 	s.mux.Handle(pattern, s.crossOrigin.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.token != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			got, ok := bearerToken(r.Header.Get("Authorization"))
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
 				s.logger.Warn("admin request rejected", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", "missing or wrong token")
 				http.Error(w, "missing or invalid bearer token", http.StatusUnauthorized)
@@ -91,6 +91,17 @@ func (s *Server) HandleMutating(pattern string, h http.Handler) {
 		}
 		h.ServeHTTP(w, r)
 	})))
+}
+
+// bearerToken returns the token of an "Authorization: Bearer TOKEN" value.
+// The scheme is matched in any letter case, as RFC 9110 section 11.1
+// requires.
+func bearerToken(v string) (string, bool) {
+	scheme, token, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return token, true
 }
 
 // SetReady sets what /readyz reports.
