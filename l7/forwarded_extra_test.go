@@ -17,9 +17,9 @@ func TestForwardingHeadersExtraNames(t *testing.T) {
 		"X-Forwarded-Uri":    "/admin",
 	}
 	tests := []struct {
-		name   string
-		client string
-		kept   bool
+		name        string
+		client      string
+		keepsExtras bool
 	}{
 		{name: "untrusted client", client: "203.0.113.5:1000", keepsExtras: false},
 		{name: "trusted forwarder", client: "192.0.2.9:1000", keepsExtras: true},
