@@ -211,6 +211,7 @@ func (l *listener) prepare(raw net.Conn) {
 	// NOTE: go-proxyproto v0.15.0 rejects a v1 header that does not arrive
 	// in one read. A v2 header, which the L4 tier sends, may arrive split.
 	pc := proxyproto.NewConn(raw, proxyproto.WithPolicy(policy),
+		proxyproto.ValidateHeader(validateProxyHeader),
 		proxyproto.SetReadHeaderTimeout(ls.cfg.ProxyProtocol.Timeout.D()))
 	// A zero-length read runs header detection and returns its verdict
 	// without consuming request bytes.

@@ -4,9 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	proxyproto "github.com/pires/go-proxyproto"
 )
@@ -94,8 +100,71 @@ func FuzzValidateProxyHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		// Only the absence of panics is checked; the table test covers
+		// Only the absence of panics is checked here, because the table test covers
 		// which headers are rejected.
 		_ = validateProxyHeader(h)
 	})
+}
+
+// TestListenerRejectsBadProxyTLVs sends real PROXY v2 headers over TCP to
+// a listener that trusts 127.0.0.1 and checks that only the valid one is
+// served.
+func TestListenerRejectsBadProxyTLVs(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	defer backend.Close()
+	s := startTestServer(t, fmt.Sprintf(`
+  listeners:
+    - name: edge
+      address: 127.0.0.1:0
+      proxy_protocol:
+        trusted: ["127.0.0.1/32"]
+  routes:
+    - name: all
+      upstream: web
+  upstreams:
+    - name: web
+      backends: [{address: %q}]
+`, strings.TrimPrefix(backend.URL, "http://")))
+	addr := s.Addrs()["edge"].String()
+
+	tests := []struct {
+		name   string
+		header []byte
+		served bool
+	}{
+		{name: "valid crc32c", header: withCRC32C(nil, 0), served: true},
+		{name: "wrong crc32c", header: withCRC32C(nil, 1), served: false},
+		{name: "tlv length beyond header", header: rawProxyV2([]byte{0x04, 0xff, 0xff, 0x00}), served: false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(10 * time.Second))
+			req := "GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n"
+			if _, err := c.Write(append(tc.header, req...)); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+			if tc.served {
+				if err != nil {
+					t.Fatalf("read response: %v", err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusOK {
+					t.Errorf("status %d, want 200", resp.StatusCode)
+				}
+				return
+			}
+			if err == nil {
+				resp.Body.Close()
+				t.Errorf("got status %d, want the connection closed", resp.StatusCode)
+			}
+		})
+	}
 }
