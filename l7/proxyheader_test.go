@@ -100,8 +100,8 @@ func FuzzValidateProxyHeader(f *testing.F) {
 		if err != nil {
 			return
 		}
-		// Only the absence of panics is checked here, because the table test covers
-		// which headers are rejected.
+		// Only the absence of panics is checked here, because the table
+		// test covers which headers are rejected.
 		_ = validateProxyHeader(h)
 	})
 }
