@@ -52,6 +52,22 @@ type Options struct {
 	// connections first.
 	DrainTimeout  time.Duration
 	ShutdownDelay time.Duration
+	// Signals, when set, is the channel from [Notify] that the caller
+	// subscribed before building the service. Run then handles the signals
+	// that arrived during the build once Start returns. When nil, Run
+	// subscribes itself.
+	Signals chan os.Signal
+}
+
+// Notify subscribes to the signals that [Run] handles and returns the
+// channel to pass as Options.Signals. Call it first thing in main, so that
+// a SIGHUP sent while the configuration loads or the service is built is
+// kept for Run instead of killing the process, which is the default
+// action of SIGHUP. The channel buffers four signals and drops the rest.
+func Notify() chan os.Signal {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	return sigs
 }
 
 // Run starts the service and blocks until it has drained after SIGTERM or
@@ -60,8 +76,10 @@ func Run(ctx context.Context, o Options) error {
 	if o.Load == nil {
 		o.Load = config.Load
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	sigs := o.Signals
+	if sigs == nil {
+		sigs = Notify()
+	}
 	defer signal.Stop(sigs)
 
 	if err := o.Service.Start(); err != nil {
