@@ -88,6 +88,11 @@ func Parse(data []byte) (*File, error) {
 		d.decode("", root.Content[0], reflect.ValueOf(f).Elem())
 	}
 
+	if d.steps >= maxSteps {
+		// Decoding stopped part way, so validating the rest would report
+		// every value that was never read.
+		return nil, d.errs
+	}
 	f.setDefaults()
 	errs := d.errs
 	if verr, ok := f.Validate().(Errors); ok {
