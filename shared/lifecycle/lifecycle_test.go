@@ -85,3 +85,59 @@ func TestRunSighupBeforeStart(t *testing.T) {
 		t.Errorf("Drain ran %d times, want 1", got)
 	}
 }
+
+// blockingService drains until the context ends, like a service with a
+// connection that never finishes.
+type blockingService struct {
+	recordingService
+}
+
+func (s *blockingService) Drain(ctx context.Context) error {
+	s.drains.Add(1)
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// A second SIGTERM while a long shutdown delay and drain are under way
+// stops the process at once, so an operator can always end it.
+func TestRunSecondSigtermStops(t *testing.T) {
+	logger := slog.New(slog.DiscardHandler)
+	svc := &blockingService{}
+	adm := admin.New("", false, logger)
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(context.Background(), Options{
+			ConfigPath:    "test.yaml",
+			Service:       svc,
+			Admin:         adm,
+			Logger:        logger,
+			Load:          func(string) (*config.File, error) { return &config.File{}, nil },
+			Signals:       Notify(),
+			ShutdownDelay: time.Hour,
+			DrainTimeout:  time.Hour,
+		})
+	}()
+	waitFor(t, "the service to start", func() bool { return svc.started.Load() == 1 && adm.Ready() })
+
+	if err := syscall.Kill(syscall.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the drain to begin", func() bool { return !adm.Ready() })
+	if err := syscall.Kill(syscall.Getpid(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(syscall.Getpid(), syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Run: %v, want nil after a second SIGTERM", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Run did not return after a second SIGTERM")
+	}
+	if got := svc.reloads.Load(); got != 0 {
+		t.Errorf("a SIGHUP during the drain ran %d reloads, want 0", got)
+	}
+}
