@@ -63,7 +63,7 @@ func serve(t tier, args []string, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: tidegate %s --config FILE [flags]\n\n", t.name)
 		fmt.Fprintf(stderr, "Runs the %s tier. SIGHUP reloads FILE, SIGTERM or SIGINT drains and exits,\n", t.name)
-		fmt.Fprintln(stderr, "SIGUSR1 reopens log files.")
+		fmt.Fprintln(stderr, "a second SIGTERM or SIGINT stops at once, SIGUSR1 reopens log files.")
 		fmt.Fprintln(stderr)
 		fs.PrintDefaults()
 	}
