@@ -417,7 +417,7 @@ func (s *Server) Drain(ctx context.Context) error {
 			_ = l.srv.Close()
 		}
 		n := s.upgraded.closeAll()
-		s.logger.Warn("drain timeout reached", "upgraded_closed", n)
+		s.logger.Warn("drain ended before in-flight work finished, closed the rest", "reason", context.Cause(ctx), "upgraded_closed", n)
 	} else {
 		for e := range errs {
 			err = errors.Join(err, e)

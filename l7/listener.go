@@ -212,6 +212,7 @@ func (l *listener) prepare(raw net.Conn) {
 	// read, so v1GatherConn collects it first. A v2 header, which the L4
 	// tier sends, may arrive split without help.
 	pc := proxyproto.NewConn(&v1GatherConn{Conn: raw}, proxyproto.WithPolicy(policy),
+		proxyproto.ValidateHeader(validateProxyHeader),
 		proxyproto.SetReadHeaderTimeout(ls.cfg.ProxyProtocol.Timeout.D()))
 	// A zero-length read runs header detection and returns its verdict
 	// without consuming request bytes.

@@ -314,6 +314,9 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	self := ForwardedElement{For: forwardedNode(client), Host: in.Host, Proto: proto}
 	forwarded := []ForwardedElement{self}
 
+	if !trusted {
+		removeForwardedExtras(out.Header)
+	}
 	if trusted {
 		hop := hopByHop(in.Header)
 		keep := func(name string) (string, bool) {
@@ -356,6 +359,24 @@ func (s *Server) rewrite(pr *httputil.ProxyRequest) {
 	out.Header["X-Forwarded-Host"] = backing[3:4:4]
 	out.Header["X-Forwarded-Port"] = backing[4:5:5]
 	out.Header["Forwarded"] = backing[5:6:6]
+}
+
+// removeForwardedExtras deletes the X-Forwarded-* fields that rewrite does
+// not build itself, such as X-Forwarded-Prefix and X-Forwarded-Server.
+// Backends build links from them and the cache does not key on them, so
+// from an untrusted client they would let one request poison a cached
+// response for everyone.
+func removeForwardedExtras(h http.Header) {
+	for name := range h {
+		if !strings.HasPrefix(name, "X-Forwarded-") {
+			continue
+		}
+		switch name {
+		case "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port":
+			continue
+		}
+		delete(h, name)
+	}
 }
 
 type forwardingHeaders struct {

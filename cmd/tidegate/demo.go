@@ -152,10 +152,12 @@ Metrics and health:
   http://%s/metrics   (L4)    http://%s/vips
   http://%s/metrics   (L7 1)  http://%s/metrics   (L7 2)
   http://%s/readyz
+  bin/tidegate status --admin %s   (routes, backends and rates of L7 1)
 
 Press Ctrl-C to stop.
 `, vipPort, base+offL7Data, base+offL7Data+1, base+offBackends, base+offBackends+2,
-		certFile, vipPort, addr(offL4Admin), addr(offL4Admin), addr(offL7Admin), addr(offL7Admin+1), addr(offL7Admin))
+		certFile, vipPort, addr(offL4Admin), addr(offL4Admin), addr(offL7Admin), addr(offL7Admin+1), addr(offL7Admin),
+		addr(offL7Admin))
 
 	sigs := make(chan os.Signal, 1)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)

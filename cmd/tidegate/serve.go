@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/signal"
 
 	"github.com/tidegate/tidegate/l4"
 	"github.com/tidegate/tidegate/shared/admin"
@@ -42,6 +43,13 @@ func runL7(args []string, stdout, stderr io.Writer) int {
 }
 
 func serve(t tier, args []string, stderr io.Writer) int {
+	// Subscribe before the slow part of startup (config, certificates, BPF
+	// objects), so that an early SIGHUP becomes a reload after start.
+	// NOTE: a SIGHUP that arrives before this line runs, in the first few
+	// milliseconds of the process, still terminates it.
+	sigs := lifecycle.Notify()
+	defer signal.Stop(sigs)
+
 	fs := flag.NewFlagSet(t.name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "path of the YAML configuration `file` (required)")
@@ -55,7 +63,7 @@ func serve(t tier, args []string, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "Usage: tidegate %s --config FILE [flags]\n\n", t.name)
 		fmt.Fprintf(stderr, "Runs the %s tier. SIGHUP reloads FILE, SIGTERM or SIGINT drains and exits,\n", t.name)
-		fmt.Fprintln(stderr, "SIGUSR1 reopens log files.")
+		fmt.Fprintln(stderr, "a second SIGTERM or SIGINT stops at once, SIGUSR1 reopens log files.")
 		fmt.Fprintln(stderr)
 		fs.PrintDefaults()
 	}
@@ -127,6 +135,7 @@ func serve(t tier, args []string, stderr io.Writer) int {
 		Load:          load,
 		DrainTimeout:  f.DrainTimeout.D(),
 		ShutdownDelay: f.ShutdownDelay.D(),
+		Signals:       sigs,
 	})
 	if err != nil {
 		logger.Error("exit", "err", err)

@@ -61,11 +61,13 @@ func New(token string, pprofOn bool, logger *slog.Logger) *Server {
 		_, _ = w.Write([]byte("ready\n"))
 	})
 	if pprofOn {
-		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
-		s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
-		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
-		s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
-		s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+		// Profiles expose the command line and call stacks, so they need
+		// the token like the mutating endpoints.
+		s.mux.Handle("GET /debug/pprof/", s.requireToken(http.HandlerFunc(pprof.Index)))
+		s.mux.Handle("GET /debug/pprof/cmdline", s.requireToken(http.HandlerFunc(pprof.Cmdline)))
+		s.mux.Handle("GET /debug/pprof/profile", s.requireToken(http.HandlerFunc(pprof.Profile)))
+		s.mux.Handle("GET /debug/pprof/symbol", s.requireToken(http.HandlerFunc(pprof.Symbol)))
+		s.mux.Handle("GET /debug/pprof/trace", s.requireToken(http.HandlerFunc(pprof.Trace)))
 	}
 	return s
 }
@@ -80,9 +82,15 @@ func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, 
 // operator's browser drain a real, even when no token is set. Clients that
 // send neither header, such as curl, are not affected.
 func (s *Server) HandleMutating(pattern string, h http.Handler) {
-	s.mux.Handle(pattern, s.crossOrigin.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	s.mux.Handle(pattern, s.crossOrigin.Handler(s.requireToken(h)))
+}
+
+// requireToken wraps h so that, when the server has a token, requests
+// without "Authorization: Bearer TOKEN" get 401.
+func (s *Server) requireToken(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.token != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			got, ok := bearerToken(r.Header.Get("Authorization"))
 			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
 				s.logger.Warn("admin request rejected", "path", r.URL.Path, "remote", r.RemoteAddr, "reason", "missing or wrong token")
 				http.Error(w, "missing or invalid bearer token", http.StatusUnauthorized)
@@ -90,7 +98,18 @@ func (s *Server) HandleMutating(pattern string, h http.Handler) {
 			}
 		}
 		h.ServeHTTP(w, r)
-	})))
+	})
+}
+
+// bearerToken returns the token of an "Authorization: Bearer TOKEN" value.
+// The scheme is matched in any letter case, as RFC 9110 section 11.1
+// requires.
+func bearerToken(v string) (string, bool) {
+	scheme, token, ok := strings.Cut(v, " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return "", false
+	}
+	return token, true
 }
 
 // SetReady sets what /readyz reports.

@@ -58,3 +58,69 @@ func TestHandleMutatingCrossOriginWithoutToken(t *testing.T) {
 		t.Errorf("cross-site POST without a token configured: status %d, want 403", rec.Code)
 	}
 }
+
+// RFC 9110 section 11.1 makes the authentication scheme case-insensitive,
+// so clients that send "bearer" must be accepted like "Bearer".
+func TestHandleMutatingBearerSchemeCase(t *testing.T) {
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	s := New("secret", false, logger)
+	s.HandleMutating("POST /change", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+
+	tests := []struct {
+		header string
+		want   int
+	}{
+		{"bearer secret", http.StatusOK},
+		{"BEARER secret", http.StatusOK},
+		{"Bearer  secret", http.StatusUnauthorized},
+		{"Basic secret", http.StatusUnauthorized},
+		{"Bearer", http.StatusUnauthorized},
+		{"bearer wrong", http.StatusUnauthorized},
+	}
+	for _, tc := range tests {
+		req := httptest.NewRequest(http.MethodPost, "http://admin.test/change", nil)
+		req.Header.Set("Authorization", tc.header)
+		rec := httptest.NewRecorder()
+		s.mux.ServeHTTP(rec, req)
+		if rec.Code != tc.want {
+			t.Errorf("Authorization %q: status %d, want %d", tc.header, rec.Code, tc.want)
+		}
+	}
+}
+
+// Profiles show the process's command line and call stacks and a CPU
+// profile runs for as long as the client asks, so with a token set the
+// pprof endpoints need it like the mutating ones.
+func TestPprofNeedsToken(t *testing.T) {
+	logger := slog.New(slog.DiscardHandler)
+	s := New("secret", true, logger)
+	tests := []struct {
+		header string
+		want   int
+	}{
+		{"", http.StatusUnauthorized},
+		{"Bearer wrong", http.StatusUnauthorized},
+		{"Bearer secret", http.StatusOK},
+	}
+	for _, path := range []string{"/debug/pprof/", "/debug/pprof/cmdline", "/debug/pprof/goroutine"} {
+		for _, tc := range tests {
+			req := httptest.NewRequest(http.MethodGet, "http://admin.test"+path, nil)
+			if tc.header != "" {
+				req.Header.Set("Authorization", tc.header)
+			}
+			rec := httptest.NewRecorder()
+			s.mux.ServeHTTP(rec, req)
+			if rec.Code != tc.want {
+				t.Errorf("GET %s with Authorization %q: status %d, want %d", path, tc.header, rec.Code, tc.want)
+			}
+		}
+	}
+
+	open := New("", true, logger)
+	req := httptest.NewRequest(http.MethodGet, "http://admin.test/debug/pprof/cmdline", nil)
+	rec := httptest.NewRecorder()
+	open.mux.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK {
+		t.Errorf("GET /debug/pprof/cmdline without a token configured: status %d, want 200", rec.Code)
+	}
+}

@@ -44,9 +44,10 @@ type Log struct {
 type Admin struct {
 	Address string `yaml:"address"`
 	// Token, when set, must be sent as a bearer token to admin endpoints that
-	// change state.
+	// change state and to the pprof endpoints.
 	Token string `yaml:"token"`
-	Pprof bool   `yaml:"pprof"`
+	// Pprof serves /debug/pprof/ on the admin listener.
+	Pprof bool `yaml:"pprof"`
 }
 
 // Defaults used when a key is absent.
@@ -88,6 +89,11 @@ func Parse(data []byte) (*File, error) {
 		d.decode("", root.Content[0], reflect.ValueOf(f).Elem())
 	}
 
+	if d.steps >= maxSteps {
+		// Decoding stopped part way, so validating the rest would report
+		// every value that was never read.
+		return nil, d.errs
+	}
 	f.setDefaults()
 	errs := d.errs
 	if verr, ok := f.Validate().(Errors); ok {

@@ -18,6 +18,9 @@ type decoder struct {
 	// steps counts nodes visited. Aliases can make a small file expand
 	// exponentially ("billion laughs"), so decoding stops at maxSteps.
 	steps int
+	// aliased is set once an alias has been followed, to name the cause
+	// when steps reaches maxSteps.
+	aliased bool
 }
 
 const maxSteps = 200000
@@ -38,13 +41,18 @@ func (d *decoder) fail(path string, n *yaml.Node, format string, args ...any) {
 func (d *decoder) decode(path string, n *yaml.Node, v reflect.Value) {
 	d.steps++
 	if d.steps == maxSteps {
-		d.fail(path, n, "the document expands to more than %d values through aliases", maxSteps)
+		if d.aliased {
+			d.fail(path, n, "the document expands to more than %d values through aliases", maxSteps)
+		} else {
+			d.fail(path, n, "the document has more than %d values", maxSteps)
+		}
 	}
 	if d.steps >= maxSteps {
 		return
 	}
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
+		d.aliased = true
 	}
 	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
 		return // an explicit null leaves the zero value

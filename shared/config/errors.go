@@ -23,10 +23,19 @@ func (e FieldError) Error() string {
 // Errors is every problem found in one configuration, in file order.
 type Errors []FieldError
 
+// maxErrorLines bounds how many errors Error lists, so that a reload of a
+// broken file cannot write a log line of megabytes. Callers that print
+// every error, such as tidegate check, range over Errors instead.
+const maxErrorLines = 20
+
 func (es Errors) Error() string {
-	lines := make([]string, len(es))
-	for i, e := range es {
+	shown := es[:min(len(es), maxErrorLines)]
+	lines := make([]string, len(shown), len(shown)+1)
+	for i, e := range shown {
 		lines[i] = e.Error()
+	}
+	if n := len(es) - len(shown); n > 0 {
+		lines = append(lines, fmt.Sprintf("... and %d more", n))
 	}
 	return fmt.Sprintf("%d configuration error(s):\n  %s", len(es), strings.Join(lines, "\n  "))
 }

@@ -260,9 +260,16 @@ func (c *L7) validate(path string, errs *Errors) {
 		errs.add(join(path, "listeners"), "is empty (at least one listener is required)")
 	}
 	addrs := map[string]int{}
+	listenerNames := map[string]int{}
 	for i := range c.Listeners {
 		lp := index(join(path, "listeners"), i)
 		c.Listeners[i].validate(lp, errs)
+		if n := c.Listeners[i].Name; n != "" {
+			if j, dup := listenerNames[n]; dup {
+				errs.add(join(lp, "name"), "%q is already used by listeners[%d]", n, j)
+			}
+			listenerNames[n] = i
+		}
 		if a := c.Listeners[i].Address; a != "" {
 			if j, dup := addrs[a]; dup {
 				errs.add(join(lp, "address"), "%q is already used by listeners[%d]", a, j)
@@ -286,9 +293,16 @@ func (c *L7) validate(path string, errs *Errors) {
 	if len(c.Routes) == 0 {
 		errs.add(join(path, "routes"), "is empty (at least one route is required)")
 	}
+	routeNames := map[string]int{}
 	for i := range c.Routes {
 		rp := index(join(path, "routes"), i)
 		c.Routes[i].validate(rp, errs)
+		if n := c.Routes[i].Name; n != "" {
+			if j, dup := routeNames[n]; dup {
+				errs.add(join(rp, "name"), "%q is already used by routes[%d]", n, j)
+			}
+			routeNames[n] = i
+		}
 		if u := c.Routes[i].Upstream; u != "" {
 			if _, ok := upstreams[u]; !ok {
 				errs.add(join(rp, "upstream"), "%q is not the name of any upstream", u)

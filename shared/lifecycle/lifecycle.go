@@ -52,6 +52,22 @@ type Options struct {
 	// connections first.
 	DrainTimeout  time.Duration
 	ShutdownDelay time.Duration
+	// Signals, when set, is the channel from [Notify] that the caller
+	// subscribed before building the service. Run then handles the signals
+	// that arrived during the build once Start returns. When nil, Run
+	// subscribes itself.
+	Signals chan os.Signal
+}
+
+// Notify subscribes to the signals that [Run] handles and returns the
+// channel to pass as Options.Signals. Call it first thing in main, so that
+// a SIGHUP sent while the configuration loads or the service is built is
+// kept for Run instead of killing the process, which is the default
+// action of SIGHUP. The channel buffers four signals and drops the rest.
+func Notify() chan os.Signal {
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	return sigs
 }
 
 // Run starts the service and blocks until it has drained after SIGTERM or
@@ -60,8 +76,10 @@ func Run(ctx context.Context, o Options) error {
 	if o.Load == nil {
 		o.Load = config.Load
 	}
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT, syscall.SIGUSR1)
+	sigs := o.Signals
+	if sigs == nil {
+		sigs = Notify()
+	}
 	defer signal.Stop(sigs)
 
 	if err := o.Service.Start(); err != nil {
@@ -73,7 +91,7 @@ func Run(ctx context.Context, o Options) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return shutdown(o, "context canceled")
+			return shutdown(o, "context canceled", sigs)
 		case sig := <-sigs:
 			switch sig {
 			case syscall.SIGHUP:
@@ -87,7 +105,7 @@ func Run(ctx context.Context, o Options) error {
 					}
 				}
 			default:
-				return shutdown(o, sig.String())
+				return shutdown(o, sig.String(), sigs)
 			}
 		}
 	}
@@ -113,18 +131,50 @@ func reload(o Options) {
 	o.Logger.Info("config reloaded", "config", o.ConfigPath, "duration", time.Since(start))
 }
 
-func shutdown(o Options, reason string) error {
+// shutdown drains the service. A second SIGTERM or SIGINT cuts the shutdown
+// delay and the drain short and closes what remains, and other signals
+// are logged and ignored.
+func shutdown(o Options, reason string, sigs <-chan os.Signal) error {
 	o.Logger.Info("draining", "reason", reason, "drain_timeout", o.DrainTimeout, "shutdown_delay", o.ShutdownDelay)
 	o.Admin.SetReady(false)
+
+	stopNow, forced := context.WithCancel(context.Background())
+	defer forced()
+	finished := make(chan struct{})
+	defer close(finished)
+	go func() {
+		for {
+			select {
+			case <-finished:
+				return
+			case sig := <-sigs:
+				if sig == syscall.SIGTERM || sig == syscall.SIGINT {
+					o.Logger.Warn("second signal during drain, closing remaining connections now", "signal", sig.String())
+					forced()
+					return
+				}
+				o.Logger.Warn("signal ignored during drain", "signal", sig.String())
+			}
+		}
+	}()
+
 	if o.ShutdownDelay > 0 {
-		time.Sleep(o.ShutdownDelay)
+		delay := time.NewTimer(o.ShutdownDelay)
+		select {
+		case <-delay.C:
+		case <-stopNow.Done():
+			delay.Stop()
+		}
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), o.DrainTimeout)
+	ctx, cancel := context.WithTimeout(stopNow, o.DrainTimeout)
 	defer cancel()
 	err := o.Service.Drain(ctx)
-	if errors.Is(err, context.DeadlineExceeded) {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
 		o.Logger.Warn("drain timeout reached, closed remaining connections", "drain_timeout", o.DrainTimeout)
+		err = nil
+	case errors.Is(err, context.Canceled) && stopNow.Err() != nil:
 		err = nil
 	}
 
