@@ -53,6 +53,7 @@ type Admin struct {
 // Defaults used when a key is absent.
 const (
 	DefaultDrainTimeout = Duration(30e9)
+	MaxShutdownDelay    = Duration(300e9)
 	DefaultLogLevel     = "info"
 	DefaultLogFormat    = "text"
 )
@@ -150,6 +151,11 @@ func (f *File) Validate() error {
 	case "text", "json":
 	default:
 		errs.add("log.format", "%q is not one of text, json", f.Log.Format)
+	}
+	// A delay longer than this holds a node out of rotation without
+	// serving anything; the health checks in front need only seconds.
+	if f.ShutdownDelay > MaxShutdownDelay {
+		errs.add("shutdown_delay", "%s is longer than the maximum %s", f.ShutdownDelay, MaxShutdownDelay)
 	}
 	if f.Admin.Address != "" {
 		checkHostPort(&errs, "admin.address", f.Admin.Address)
