@@ -437,6 +437,10 @@ scenario_xdp() {
 	fi
 	# Needs root: the test builds network namespaces (integration/topology)
 	# and the benchmark loads the XDP program. Both leave nothing behind.
+	if [[ $(id -u) != 0 ]]; then
+		row "new connections per second, CPU per connection, cost per packet" "not measured" "needs root for network namespaces and BPF"
+		return 0
+	fi
 	local conn_log=$WORK/xdp-connrate.log bench_log=$WORK/xdp-kernel.log
 	log "xdp: connection rate, userspace and xdp engines"
 	if ! XDPBENCH_DURATION=$DURATION XDPBENCH_WARMUP=$WARMUP XDPBENCH_ROUNDS=$REPS XDPBENCH_CONNS=$CONNS \
