@@ -435,5 +435,44 @@ scenario_xdp() {
 		row "new connections per second, CPU per connection, cost per packet" "not measured" "the XDP engine (l4/xdp) is not in this tree yet"
 		return 0
 	fi
-	row "new connections per second, CPU per connection, cost per packet" "not measured" "the namespace set-up for this scenario is not written yet"
+	# Needs root: the test builds network namespaces (integration/topology)
+	# and the benchmark loads the XDP program. Both leave nothing behind.
+	if [[ $(id -u) != 0 ]]; then
+		row "new connections per second, CPU per connection, cost per packet" "not measured" "needs root for network namespaces and BPF"
+		return 0
+	fi
+	local conn_log=$WORK/xdp-connrate.log bench_log=$WORK/xdp-kernel.log
+	log "xdp: connection rate, userspace and xdp engines"
+	if ! XDPBENCH_DURATION=$DURATION XDPBENCH_WARMUP=$WARMUP XDPBENCH_ROUNDS=$REPS XDPBENCH_CONNS=$CONNS \
+		go test -tags benchxdp -run TestConnRate -count 1 -v -timeout 15m ./bench/xdp/ >"$conn_log" 2>&1; then
+		tail -n 40 "$conn_log" >&2
+		row "new connections per second" "failed" "see go test -tags benchxdp ./bench/xdp/"
+		return 0
+	fi
+	local mode
+	for mode in userspace xdp; do
+		row "$mode: new connections per second (median of $REPS)" "$(xdp_median "$conn_log" "$mode" conn_per_s)" "$CONNS client goroutines, 4-byte request and response"
+		row "$mode: tidegate l4 process CPU per connection" "$(xdp_median "$conn_log" "$mode" l4_proc_us_per_conn) µs" "utime+stime from /proc/PID/stat"
+		row "$mode: softirq CPU per connection, whole machine" "$(xdp_median "$conn_log" "$mode" softirq_us_per_conn) µs" "packet processing of every namespace, the XDP program in xdp mode"
+		row "$mode: busy CPU per connection, whole machine" "$(xdp_median "$conn_log" "$mode" all_cpu_us_per_conn) µs" "client and stand-in L7 nodes included"
+	done
+
+	log "xdp: program cost per packet (BPF_PROG_TEST_RUN)"
+	if ! go test -run '^$' -bench 'ProgramKernelTimed/(forward|empty)$' -benchtime 200000x -count "$REPS" ./l4/xdp/ >"$bench_log" 2>&1; then
+		tail -n 20 "$bench_log" >&2
+		row "program cost per packet" "failed" "see go test -bench ProgramKernelTimed ./l4/xdp/"
+		return 0
+	fi
+	local forward empty
+	forward=$(awk '/KernelTimed\/forward/ {print $(NF-1)}' "$bench_log" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+	empty=$(awk '/KernelTimed\/empty/ {print $(NF-1)}' "$bench_log" | sort -n | awk '{v[NR]=$1} END {print v[int((NR+1)/2)]}')
+	row "XDP forward path, kernel-timed" "$forward ns" "established flow, 1400-byte payload, repeat=1 per call"
+	row "empty XDP program (timer overhead)" "$empty ns" "subtract from the row above"
+}
+
+# xdp_median prints the median of key=value over the RESULT lines of mode in
+# the log of TestConnRate.
+xdp_median() {
+	grep "RESULT mode=$2 " "$1" | tr ' ' '\n' | awk -F= -v k="$3" '$1 == k {print $2}' |
+		sort -n | awk '{v[NR]=$1} END {if (NR) print v[int((NR+1)/2)]; else print "-"}'
 }
