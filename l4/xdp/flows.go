@@ -11,6 +11,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// orphanAge is how old a reverse entry without a forward entry must be
+// before a sweep removes it. A new flow has one for a moment.
+const orphanAge = time.Second
+
 const closingStates = uint8(lbFlowStateFLOW_FIN_CLIENT | lbFlowStateFLOW_FIN_REAL | lbFlowStateFLOW_RST)
 
 // SweepResult counts what one sweep found and did.
@@ -56,6 +60,7 @@ func (d *Dataplane) Sweep() (SweepResult, error) {
 	type pair struct {
 		fwdKey, revKey lbFlowKey
 		port           uint16
+		created        uint64
 	}
 	var (
 		expired []pair
@@ -71,8 +76,11 @@ func (d *Dataplane) Sweep() (SweepResult, error) {
 		if lbFlowDir(f.Dir) != lbFlowDirFLOW_FORWARD {
 			// Reverse entries are checked through their forward
 			// entry, below, except when that one is gone.
+			// The program inserts the reverse entry of a new flow just
+			// before its forward entry, so only an old one is an orphan.
 			var fwd lbFlow
-			if err := d.objs.Flows.Lookup(forwardKeyOf(&f), &fwd); errors.Is(err, ebpf.ErrKeyNotExist) {
+			err := d.objs.Flows.Lookup(forwardKeyOf(&f), &fwd)
+			if errors.Is(err, ebpf.ErrKeyNotExist) && time.Duration(now-min(now, f.Created)) >= orphanAge {
 				orphans = append(orphans, key)
 			}
 			continue
@@ -97,7 +105,7 @@ func (d *Dataplane) Sweep() (SweepResult, error) {
 			res.Flows++
 			continue
 		}
-		expired = append(expired, pair{fwdKey: key, revKey: revKey, port: portFromBE(f.Sport)})
+		expired = append(expired, pair{fwdKey: key, revKey: revKey, port: portFromBE(f.Sport), created: f.Created})
 	}
 	if err := it.Err(); err != nil {
 		return res, fmt.Errorf("xdp: iterate flows: %w", err)
@@ -107,6 +115,14 @@ func (d *Dataplane) Sweep() (SweepResult, error) {
 		// The program also ends flows, when a client reuses its port.
 		// Whoever removes the forward entry returns the port, so it is
 		// never queued twice.
+		// A client that reused its port since the iteration has a new
+		// flow under the same key, which must stay. The program could
+		// still replace the flow between this lookup and the delete;
+		// that window is a few microseconds where it was a whole sweep.
+		var cur lbFlow
+		if err := d.objs.Flows.Lookup(&p.fwdKey, &cur); err != nil || cur.Created != p.created {
+			continue
+		}
 		if err := d.objs.Flows.Delete(&p.fwdKey); err != nil {
 			continue
 		}
