@@ -153,7 +153,7 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-// waitHTTP polls url until it answers want or the deadline passes.
+// waitHTTP polls url until it returns status want or the deadline passes.
 func waitHTTP(t *testing.T, url string, want int, within time.Duration) {
 	t.Helper()
 	client := &http.Client{Timeout: time.Second}
@@ -175,7 +175,7 @@ func waitHTTP(t *testing.T, url string, want int, within time.Duration) {
 	t.Fatalf("GET %s did not answer %d within %s (last: %s)", url, want, within, last)
 }
 
-// waitReady waits for a process's admin /readyz to answer 200.
+// waitReady waits for a process's admin /readyz to return 200.
 func waitReady(t *testing.T, adminAddr string) {
 	t.Helper()
 	waitHTTP(t, "http://"+adminAddr+"/readyz", http.StatusOK, 15*time.Second)

@@ -105,7 +105,7 @@ func startTwoTier(t *testing.T) *twoTier {
 
 // client returns an HTTPS client that connects from 127.0.0.2, so the
 // client's address differs from the L4's 127.0.0.1, and opens a new
-// connection per request so Maglev sees many flows.
+// connection per request so Maglev hashes many flows.
 func (tt *twoTier) client() *http.Client {
 	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: tt.clientAddr.AsSlice()}, Timeout: 3 * time.Second}
 	return &http.Client{

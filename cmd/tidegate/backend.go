@@ -17,7 +17,7 @@ func runBackend(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: tidegate backend [--listen ADDR] [--name NAME]")
 		fmt.Fprintln(stderr)
-		fmt.Fprintln(stderr, "Serves HTTP and answers every request with JSON describing what it received,")
+		fmt.Fprintln(stderr, "Serves HTTP and responds to every request with JSON describing what it received,")
 		fmt.Fprintln(stderr, "forwarding headers included. Meant for demos and tests.")
 		fmt.Fprintln(stderr)
 		fs.PrintDefaults()

@@ -139,8 +139,8 @@ func TestMinimalDisruption(t *testing.T) {
 	if frac := float64(moved) / float64(len(flows)); frac > 0.36 {
 		t.Errorf("%d of %d flows moved (%.1f%%), want about a third", moved, len(flows), frac*100)
 	}
-	// The paper reports a few percent of churn among survivors for small
-	// backend counts; allow up to 3%.
+	// Maglev trades a little stability for even spread, so a few flows may
+	// move between survivors. Allow up to 3% of them.
 	if frac := float64(movedBetweenSurvivors) / float64(len(flows)); frac > 0.03 {
 		t.Errorf("%d of %d flows moved between surviving backends (%.2f%%)", movedBetweenSurvivors, len(flows), frac*100)
 	}

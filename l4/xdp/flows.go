@@ -11,8 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// orphanAge is how old a reverse entry without a forward entry must be
-// before a sweep removes it. A new flow has one for a moment.
+// orphanAge is the minimum age of a reverse entry without a forward entry
+// before a sweep removes it, because a new flow briefly has one.
 const orphanAge = time.Second
 
 const closingStates = uint8(lbFlowStateFLOW_FIN_CLIENT | lbFlowStateFLOW_FIN_REAL | lbFlowStateFLOW_RST)
@@ -112,9 +112,9 @@ func (d *Dataplane) Sweep() (SweepResult, error) {
 	}
 
 	for _, p := range expired {
-		// The program also ends flows, when a client reuses its port.
-		// Whoever removes the forward entry returns the port, so it is
-		// never queued twice.
+		// The program also ends flows when a client reuses its port.
+		// Only the side that removed the forward entry returns the port,
+		// so the port is queued once.
 		// A client that reused its port since the iteration has a new
 		// flow under the same key, which must stay. The program could
 		// still replace the flow between this lookup and the delete;
