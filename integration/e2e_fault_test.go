@@ -178,6 +178,17 @@ func TestFaultL7KilledUnderLoad(t *testing.T) {
 		if errs := firstErrors(rs, 5); errs != "" {
 			t.Logf("failed requests:\n%s", errs)
 		}
+		// On a loaded machine the short health checks of the topology can
+		// time out on the surviving node too. Failures that follow from
+		// that are not the engine's, so the log names them.
+		survivor := e.chain.L7[1]
+		survivorReal := netip.AddrPortFrom(survivor.Host.Addr(topology.SegmentMid), topology.L7HTTPSPort).String()
+		if n := linesWith(l4, `msg="real marked down"`, "real="+survivorReal); n > 0 {
+			t.Logf("the L4 also marked the surviving node %s down %d times; requests fail while it has no usable real", survivor.Host.Name, n)
+		}
+		if n := linesWith(survivor, `msg="backend marked down"`); n > 0 {
+			t.Logf("%s marked its backend down %d times; it answers 502 while it has none", survivor.Host.Name, n)
+		}
 		logOutcome(t, "during the event (kill to fall time + slack)", summarize(rs, killAt, settled))
 		logOutcome(t, "whole run", summarize(rs, time.Time{}, time.Time{}))
 	})
@@ -679,6 +690,21 @@ func totalRSS(t *testing.T, ps []*topology.Process) int64 {
 		sum += n
 	}
 	return sum
+}
+
+// linesWith returns how many output lines of p contain every one of substrs.
+func linesWith(p *topology.Process, substrs ...string) int {
+	n := 0
+	for line := range strings.SplitSeq(p.Output(), "\n") {
+		all := true
+		for _, s := range substrs {
+			all = all && strings.Contains(line, s)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
 }
 
 // dialLog records when the clients of keep-alive workers open connections.
