@@ -2,7 +2,6 @@ package userspace
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -75,7 +74,7 @@ func (e *Engine) serveConn(l *listener, v *VIP, client *net.TCPConn) {
 
 	up := e.m.bytes.WithLabelValues(v.Name, realAddr, "client_to_real")
 	down := e.m.bytes.WithLabelValues(v.Name, realAddr, "real_to_client")
-	res := splice(client, server, v.IdleTimeout, up, down)
+	res := splice(client, server, e.pipes, v.IdleTimeout, up, down)
 
 	// One line per connection, the L4 side of the access log: conn_id is the
 	// UNIQUE_ID TLV value the real received.
@@ -144,14 +143,11 @@ const (
 	endError  = "error" // a reset or another socket error on either side
 )
 
-// chunkSize is how much one spliced io.Copy call moves before the byte
-// counters are updated, so long transfers show up in metrics while they run.
-const chunkSize = 1 << 20
-
 // splice copies client to server and server to client until both sides have
 // sent FIN, passing each FIN on with CloseWrite. An error on either side, or
-// no byte moving in either direction for idle, closes both.
-func splice(client, server *net.TCPConn, idle time.Duration, up, down prometheus.Counter) spliceResult {
+// no byte moving in either direction for idle, closes both. The caller
+// closes both sockets when splice returns.
+func splice(client, server *net.TCPConn, pipes *pipePool, idle time.Duration, up, down prometheus.Counter) spliceResult {
 	var moved atomic.Uint64
 	var idled atomic.Bool
 	stopWatch := func() {}
@@ -162,19 +158,26 @@ func splice(client, server *net.TCPConn, idle time.Duration, up, down prometheus
 		})
 	}
 
+	// The direction that reaches EOF second skips its CloseWrite: the
+	// caller's Close sends that FIN, one shutdown call fewer. Its socket
+	// has no unread bytes, because the other direction read it to EOF, so
+	// the close sends a FIN and not a reset.
+	var ended atomic.Int32
+	lastToEnd := func() bool { return ended.Add(1) == 2 }
+
 	type result struct {
 		n   int64
 		err error
 	}
 	upDone := make(chan result, 1)
 	go func() {
-		n, err := copyHalf(server, client, &moved, up)
+		n, err := copyHalf(server, client, pipes, &moved, up, lastToEnd)
 		if err != nil {
 			abort(client, server)
 		}
 		upDone <- result{n, err}
 	}()
-	downN, downErr := copyHalf(client, server, &moved, down)
+	downN, downErr := copyHalf(client, server, pipes, &moved, down, lastToEnd)
 	if downErr != nil {
 		abort(client, server)
 	}
@@ -189,28 +192,6 @@ func splice(client, server *net.TCPConn, idle time.Duration, up, down prometheus
 		res.end = endError
 	}
 	return res
-}
-
-// copyHalf copies src to dst until src sends FIN, then half-closes dst.
-func copyHalf(dst, src *net.TCPConn, moved *atomic.Uint64, count prometheus.Counter) (int64, error) {
-	var total int64
-	for {
-		// io.Copy into a *net.TCPConn from an io.LimitedReader around one is
-		// spliced by the kernel on Linux.
-		n, err := io.Copy(dst, &io.LimitedReader{R: src, N: chunkSize})
-		if n > 0 {
-			total += n
-			count.Add(float64(n))
-			moved.Add(uint64(n))
-		}
-		if err != nil {
-			return total, err
-		}
-		if n < chunkSize {
-			// EOF from src: pass the FIN on and let the other direction run.
-			return total, dst.CloseWrite()
-		}
-	}
 }
 
 // watchIdle calls onIdle once when neither direction of the connection has
