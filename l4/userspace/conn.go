@@ -55,7 +55,7 @@ func (e *Engine) serveConn(l *listener, v *VIP, client *net.TCPConn) {
 		f.release()
 		return
 	}
-	f.server, f.realAddr = e.connectReal(l, v, reals, hdr, f.id)
+	f.server, f.realAddr = e.connectReal(f, reals, hdr)
 	if f.server == nil {
 		e.reject(v, client, rejectDialFailed)
 		f.release()
@@ -74,20 +74,40 @@ func (e *Engine) serveConn(l *listener, v *VIP, client *net.TCPConn) {
 }
 
 // connectReal dials the reals in order and writes hdr to the first that
-// accepts. It returns nil when every attempt failed.
-func (e *Engine) connectReal(l *listener, v *VIP, reals []string, hdr []byte, id proxyheader.ID) (*net.TCPConn, string) {
+// accepts, in one write with the bytes the client has already sent (see
+// readAvailable). It records those bytes in f and returns nil when every
+// attempt failed.
+func (e *Engine) connectReal(f *flow, reals []string, hdr []byte) (*net.TCPConn, string) {
+	l, v := f.l, f.v
 	d := net.Dialer{
 		Timeout:         v.ConnectTimeout,
 		KeepAlive:       -1,
 		KeepAliveConfig: keepAliveConfig(v.TCPKeepAlive),
 	}
+	// out is hdr followed by the client's first bytes. The client is read
+	// once, after the first dial that succeeds, so that a request sent
+	// right after the connect has arrived, and every later attempt sends
+	// the same bytes.
+	var out []byte
+	var buf *[]byte
+	defer func() {
+		if buf != nil {
+			copyBuffers.Put(buf)
+		}
+	}()
 	for _, addr := range reals {
 		t0 := time.Now()
 		c, err := d.Dial("tcp", addr)
 		e.m.dialSeconds.WithLabelValues(v.Name, addr).Observe(time.Since(t0).Seconds())
 		if err == nil {
 			server := c.(*net.TCPConn)
-			if err = writeHeader(server, hdr, v.ConnectTimeout); err == nil {
+			if out == nil {
+				buf = copyBuffers.Get().(*[]byte)
+				n := copy(*buf, hdr)
+				f.early, f.earlyErr = readAvailable(f.client, (*buf)[n:])
+				out = (*buf)[:n+f.early]
+			}
+			if err = writeHeader(server, out, v.ConnectTimeout); err == nil {
 				if e.trackReal(server) {
 					return server, addr
 				}
@@ -98,24 +118,38 @@ func (e *Engine) connectReal(l *listener, v *VIP, reals []string, hdr []byte, id
 		}
 		e.m.dialFailures.WithLabelValues(v.Name, addr).Inc()
 		if ok, skipped := l.dialLog.allow(); ok {
-			e.logger.Warn("dial real failed", "vip", v.Name, "real", addr, "conn_id", id.String(), "err", err, "suppressed", skipped)
+			e.logger.Warn("dial real failed", "vip", v.Name, "real", addr, "conn_id", f.id.String(), "err", err, "suppressed", skipped)
 		}
 	}
 	return nil, ""
 }
 
-// writeHeader writes the PROXY header before any client byte. A header is at
-// most 107 bytes, which fits the send buffer of a fresh connection, so the
-// deadline only guards against a peer that is already gone.
-func writeHeader(c *net.TCPConn, hdr []byte, timeout time.Duration) error {
+// writeHeader writes the PROXY header, and the client bytes that follow it
+// in b, to a freshly connected real. b is at most copyBufferSize bytes,
+// which a live peer takes within two round trips (the initial congestion
+// window is ten segments), so the deadline only guards against a peer
+// that is already gone.
+func writeHeader(c *net.TCPConn, b []byte, timeout time.Duration) error {
 	if timeout > 0 {
 		_ = c.SetWriteDeadline(time.Now().Add(timeout))
 	}
-	if _, err := c.Write(hdr); err != nil {
+	if _, err := c.Write(b); err != nil {
 		return err
 	}
 	return c.SetWriteDeadline(time.Time{})
 }
+
+// copyBufferSize is the size of the buffer that the first bytes of each
+// direction are read into. On Linux a read that fills it switches the
+// direction to splice for the rest of the connection.
+const copyBufferSize = 16 << 10
+
+// copyBuffers holds *[]byte of copyBufferSize. A direction takes one only
+// after its source is readable and returns it before it waits again.
+var copyBuffers = sync.Pool{New: func() any {
+	b := make([]byte, copyBufferSize)
+	return &b
+}}
 
 // flow is one accepted client connection and, once connectReal succeeds,
 // its connection to a real.
@@ -132,6 +166,11 @@ type flow struct {
 	start    time.Time
 
 	activeVIP, activeReal prometheus.Gauge
+
+	// Client bytes that connectReal sent with the PROXY header, and the
+	// error of that read, which the client to real direction reports.
+	early    int
+	earlyErr error
 
 	moved     atomic.Uint64 // bytes both copies reported, for the idle watch
 	idled     atomic.Bool
@@ -165,10 +204,21 @@ func (f *flow) run() {
 	}
 	up := f.e.m.bytes.WithLabelValues(f.v.Name, f.realAddr, "client_to_real")
 	down := f.e.m.bytes.WithLabelValues(f.v.Name, f.realAddr, "real_to_client")
-	go func() {
-		f.up, f.upErr = f.copy(f.server, f.client, up)
+	if f.early > 0 {
+		up.Add(float64(f.early))
+		f.moved.Add(uint64(f.early))
+	}
+	if f.earlyErr != nil {
+		f.up, f.upErr = int64(f.early), f.earlyErr
+		abort(f.client, f.server)
 		f.endDirection()
-	}()
+	} else {
+		go func() {
+			n, err := f.copy(f.server, f.client, up)
+			f.up, f.upErr = int64(f.early)+n, err
+			f.endDirection()
+		}()
+	}
 	go func() {
 		f.down, f.downErr = f.copy(f.client, f.server, down)
 		f.endDirection()

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
 
@@ -15,11 +14,6 @@ import (
 )
 
 const (
-	// copyBufferSize is the size of the buffer that the first bytes of each
-	// direction are read into. A read that fills it switches the
-	// direction to splice for the rest of the connection.
-	copyBufferSize = 16 << 10
-
 	// maxSpliceSize is the maximum one splice call moves, and the pipe
 	// size the engine requests with F_SETPIPE_SZ: 1 MiB, the default of
 	// /proc/sys/fs/pipe-max-size.
@@ -30,13 +24,6 @@ const (
 	// bounds the descriptors the pool keeps, not the flows that splice.
 	maxIdlePipes = 32
 )
-
-// copyBuffers holds *[]byte of copyBufferSize. A direction takes one only
-// after its source is readable and returns it before it waits again.
-var copyBuffers = sync.Pool{New: func() any {
-	b := make([]byte, copyBufferSize)
-	return &b
-}}
 
 // errNoProgress reports a splice into a socket that moved nothing and
 // reported no error, which splice(2) does not document.
@@ -315,4 +302,33 @@ func (pp *pipePool) close() {
 			return
 		}
 	}
+}
+
+// readAvailable reads what c has received so far into p without waiting.
+// It returns 0 and a nil error when nothing has arrived and at EOF, which
+// the next read sees again.
+func readAvailable(c *net.TCPConn, p []byte) (int, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var n int
+	var rerr error
+	err = raw.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Read(int(fd), p)
+			if rerr != unix.EINTR {
+				return true
+			}
+		}
+	})
+	switch {
+	case err != nil:
+		return 0, err
+	case rerr == unix.EAGAIN:
+		return 0, nil
+	case rerr != nil:
+		return 0, os.NewSyscallError("read", rerr)
+	}
+	return n, nil
 }

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"runtime"
 	"strings"
@@ -15,6 +16,12 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 )
+
+// manyConnectTimeout is the dial timeout of VIPs in tests that open many
+// flows at once. With the race detector on a loaded machine, a dial can
+// take longer than serve's 1 s default, and the engine then closes a
+// connection the real already accepted.
+const manyConnectTimeout = 10 * time.Second
 
 // fdCounts is the number of open descriptors of this process by kind.
 type fdCounts struct {
@@ -160,7 +167,7 @@ func TestIdleFlowsHoldNoPipes(t *testing.T) {
 	const flows = 200
 	e, _ := newTestEngine(t)
 	real := startManyReal(t, plainEcho)
-	vip := serve(t, e, VIP{IdleTimeout: time.Minute, Picker: staticPicker{real}})
+	vip := serve(t, e, VIP{IdleTimeout: time.Minute, ConnectTimeout: manyConnectTimeout, Picker: staticPicker{real}})
 
 	before := settleFDs(t)
 	openIdleFlows(t, vip, flows, []byte("hello"))
@@ -174,7 +181,7 @@ func TestIdleAfterBulkHoldsNoPipes(t *testing.T) {
 	const flows = 3 * maxIdlePipes
 	e, _ := newTestEngine(t)
 	real := startManyReal(t, plainEcho)
-	vip := serve(t, e, VIP{IdleTimeout: time.Minute, Picker: staticPicker{real}})
+	vip := serve(t, e, VIP{IdleTimeout: time.Minute, ConnectTimeout: manyConnectTimeout, Picker: staticPicker{real}})
 
 	before := settleFDs(t)
 	conns := make([]*net.TCPConn, flows)
@@ -268,7 +275,7 @@ func TestResetMidTransferLeaksNothing(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			e, _ := newTestEngine(t)
 			real := startManyReal(t, tc.handle)
-			vip := serve(t, e, VIP{Picker: staticPicker{real}})
+			vip := serve(t, e, VIP{ConnectTimeout: manyConnectTimeout, Picker: staticPicker{real}})
 
 			before := settleFDs(t)
 			var wg sync.WaitGroup
@@ -307,7 +314,7 @@ func TestSpliceBothWaysHalfClose(t *testing.T) {
 		}
 		uploaded <- got
 	})
-	vip := serve(t, e, VIP{IdleTimeout: time.Minute, Picker: staticPicker{real}})
+	vip := serve(t, e, VIP{IdleTimeout: time.Minute, ConnectTimeout: manyConnectTimeout, Picker: staticPicker{real}})
 	c := dial(t, vip)
 
 	upload := testPayload(16<<20 + 3)
@@ -360,4 +367,94 @@ func testPayload(n int) []byte {
 		b[i] = byte(i % 251)
 	}
 	return b
+}
+
+// gatedPicker is staticPicker that waits for release before it returns, so
+// a test can make the client act before the engine dials.
+type gatedPicker struct {
+	reals   staticPicker
+	release chan struct{}
+}
+
+func (p gatedPicker) Pick(client, vip netip.AddrPort, n int) []string {
+	<-p.release
+	return p.reals.Pick(client, vip, n)
+}
+
+// TestEarlyBytesGoWithHeader has the client send a request and its FIN
+// before the engine dials: the real must read the header, the request and
+// EOF in that order, and the response must reach the client.
+func TestEarlyBytesGoWithHeader(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, headers := startReal(t, func(rc *realConn) {
+		req, err := io.ReadAll(rc.r)
+		if err != nil {
+			t.Errorf("real: read request: %v", err)
+			return
+		}
+		_, _ = rc.conn.Write(append([]byte("got "), req...))
+	})
+	gate := gatedPicker{reals: staticPicker{real}, release: make(chan struct{})}
+	vip := serve(t, e, VIP{Picker: gate})
+
+	c := dial(t, vip)
+	if _, err := c.Write([]byte("early")); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // let the bytes and the FIN reach the engine's socket
+	close(gate.release)
+
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read response: %v", err)
+	}
+	if string(got) != "got early" {
+		t.Errorf("response = %q, want %q", got, "got early")
+	}
+	if h := <-headers; h.Version != 2 {
+		t.Errorf("header version = %d, want 2", h.Version)
+	}
+	waitFor(t, "client_to_real byte counter", func() bool {
+		return testutil.ToFloat64(e.m.bytes.WithLabelValues("test", real, "client_to_real")) == 5
+	})
+}
+
+// TestEarlyResetEndsFlow resets the client before the engine dials: the
+// real gets the header and then the connection ends, with nothing left
+// open.
+func TestEarlyResetEndsFlow(t *testing.T) {
+	e, _ := newTestEngine(t)
+	ended := make(chan struct{})
+	real, headers := startReal(t, func(rc *realConn) {
+		_, _ = io.Copy(io.Discard, rc.r) // returns at EOF or a reset
+		close(ended)
+	})
+	gate := gatedPicker{reals: staticPicker{real}, release: make(chan struct{})}
+	vip := serve(t, e, VIP{Picker: gate})
+
+	c := dial(t, vip)
+	if _, err := c.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetLinger(0)
+	c.Close()
+	time.Sleep(50 * time.Millisecond) // let the reset reach the engine's socket
+	close(gate.release)
+
+	select {
+	case <-headers:
+	case <-time.After(5 * time.Second):
+		t.Fatal("real received no PROXY header")
+	}
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("connection to the real stayed open after the client reset")
+	}
+	waitFor(t, "flow closed", func() bool {
+		return testutil.ToFloat64(e.m.active.WithLabelValues("test")) == 0
+	})
 }
