@@ -261,10 +261,11 @@ func (p *pipe) close() {
 // concurrent use.
 type pipePool struct {
 	free chan *pipe
+	open func() (*pipe, error) // newPipe, replaced by tests
 }
 
 func newPipePool() *pipePool {
-	return &pipePool{free: make(chan *pipe, maxIdlePipes)}
+	return &pipePool{free: make(chan *pipe, maxIdlePipes), open: newPipe}
 }
 
 // get returns an empty pipe, from the pool or newly opened.
@@ -273,7 +274,7 @@ func (pp *pipePool) get() (*pipe, error) {
 	case p := <-pp.free:
 		return p, nil
 	default:
-		return newPipe()
+		return pp.open()
 	}
 }
 

@@ -11,10 +11,12 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
 )
 
 // manyConnectTimeout is the dial timeout of VIPs in tests that open many
@@ -456,5 +458,34 @@ func TestEarlyResetEndsFlow(t *testing.T) {
 	}
 	waitFor(t, "flow closed", func() bool {
 		return testutil.ToFloat64(e.m.active.WithLabelValues("test")) == 0
+	})
+}
+
+// TestNoPipeFallsBackToBuffer makes every pipe open fail, as it would at
+// the open-file limit: flows must still move bulk data, through buffers.
+func TestNoPipeFallsBackToBuffer(t *testing.T) {
+	e, _ := newTestEngine(t)
+	var failed atomic.Int64
+	e.pipes.open = func() (*pipe, error) {
+		failed.Add(1)
+		return nil, os.NewSyscallError("pipe2", unix.EMFILE)
+	}
+	real, _ := startReal(t, plainEcho)
+	vip := serve(t, e, VIP{Picker: staticPicker{real}})
+	c := dial(t, vip)
+
+	exchange(t, c, testPayload(4<<20))
+	exchange(t, c, testPayload(100))
+	if failed.Load() == 0 {
+		t.Fatal("no pipe was requested, so the fallback was not exercised")
+	}
+	_ = c.CloseWrite()
+	if rest, err := io.ReadAll(c); err != nil || len(rest) != 0 {
+		t.Errorf("after half-close: read %d more bytes, err %v; want EOF", len(rest), err)
+	}
+	want := float64(4<<20 + 100)
+	waitFor(t, "byte counters", func() bool {
+		return testutil.ToFloat64(e.m.bytes.WithLabelValues("test", real, "client_to_real")) == want &&
+			testutil.ToFloat64(e.m.bytes.WithLabelValues("test", real, "real_to_client")) == want
 	})
 }
