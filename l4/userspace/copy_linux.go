@@ -51,7 +51,8 @@ type halfCopy struct {
 	// chunk is copied through a buffer instead.
 	noPipe bool
 
-	// Method values, made once so the poll loop does not allocate.
+	// Method values, made once per direction so that each wait does not
+	// allocate a closure.
 	readFn, spliceInFn, spliceOutFn func(fd uintptr) bool
 }
 
@@ -128,7 +129,8 @@ func (h *halfCopy) copyBuffered() (n int, full bool, err error) {
 }
 
 // readBuffered is the [syscall.RawConn.Read] callback of copyBuffered. It
-// takes a buffer only for a read that returns bytes.
+// keeps the buffer only when the read returns bytes, so a direction that
+// waits for data holds none.
 func (h *halfCopy) readBuffered(fd uintptr) bool {
 	b := copyBuffers.Get().(*[]byte)
 	for {
