@@ -4,6 +4,7 @@ package userspace
 
 import (
 	"bytes"
+	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -114,6 +115,13 @@ func startManyReal(t *testing.T, handle func(rc *realConn)) string {
 // exchange writes msg on c and reads it back from the echoing real.
 func exchange(t *testing.T, c *net.TCPConn, msg []byte) {
 	t.Helper()
+	if err := tryExchange(c, msg); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryExchange is exchange for goroutines other than the test's.
+func tryExchange(c *net.TCPConn, msg []byte) error {
 	errc := make(chan error, 1)
 	go func() {
 		_, err := c.Write(msg)
@@ -121,14 +129,15 @@ func exchange(t *testing.T, c *net.TCPConn, msg []byte) {
 	}()
 	got := make([]byte, len(msg))
 	if _, err := io.ReadFull(c, got); err != nil {
-		t.Fatalf("read echo of %d bytes: %v", len(msg), err)
+		return fmt.Errorf("read echo of %d bytes: %w", len(msg), err)
 	}
 	if err := <-errc; err != nil {
-		t.Fatalf("write %d bytes: %v", len(msg), err)
+		return fmt.Errorf("write %d bytes: %w", len(msg), err)
 	}
 	if !bytes.Equal(got, msg) {
-		t.Fatalf("echo of %d bytes differs from what was sent", len(msg))
+		return fmt.Errorf("echo of %d bytes differs from what was sent", len(msg))
 	}
+	return nil
 }
 
 // openIdleFlows opens n connections through the engine, moves msg each way
@@ -193,7 +202,11 @@ func TestIdleAfterBulkHoldsNoPipes(t *testing.T) {
 	// All flows carry data at once, so many pipes are in use together.
 	var wg sync.WaitGroup
 	for _, c := range conns {
-		wg.Go(func() { exchange(t, c, testPayload(1<<20)) })
+		wg.Go(func() {
+			if err := tryExchange(c, testPayload(1<<20)); err != nil {
+				t.Error(err)
+			}
+		})
 	}
 	wg.Wait()
 	checkIdleFDs(t, before, flows)
