@@ -49,6 +49,7 @@ type Engine struct {
 	logger *slog.Logger
 	m      *metrics
 	ids    *proxyheader.IDSource
+	pipes  *pipePool // empty splice pipes shared by all connections
 
 	mu        sync.Mutex
 	listeners map[string]*listener        // serving, by listen address
@@ -82,6 +83,7 @@ func New(logger *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
 		logger:    logger,
 		m:         m,
 		ids:       proxyheader.NewIDSource(),
+		pipes:     newPipePool(),
 		listeners: map[string]*listener{},
 		pending:   map[string]*net.TCPListener{},
 		conns:     map[*net.TCPConn]struct{}{},
@@ -215,6 +217,7 @@ func (e *Engine) Drain(ctx context.Context) error {
 	done := make(chan struct{})
 	go func() {
 		e.connWG.Wait()
+		e.pipes.close()
 		close(done)
 	}()
 	select {
