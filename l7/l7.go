@@ -55,6 +55,19 @@ type options struct {
 	// upstreamOpts apply to every pool; tests use them to stub transports.
 	upstreamOpts []upstream.Option
 	drainWaits   []DrainWait
+	// fastPathCheck is the pre-routing wrappers' promise for the fast
+	// path; see [WithFastPathCheck].
+	fastPathCheck func(path string) bool
+}
+
+// WithFastPathCheck lets the HTTP/1.1 fast path serve listeners that have
+// pre-routing wrappers. Without it, the fast path serves only servers
+// without any. check receives the path of a GET or HEAD request without a
+// body or Expect field, as sent (no escapes, since those go to net/http);
+// returning true promises that every pre-routing wrapper passes such a
+// request on to routing unchanged and without writing a response.
+func WithFastPathCheck(check func(path string) bool) Option {
+	return func(o *options) { o.fastPathCheck = check }
 }
 
 // DrainWait waits for work that requests started and that outlives them,
@@ -106,10 +119,14 @@ func WithPreRouting(p PreRouting) Option {
 // state is everything a reload replaces at once. It is immutable after
 // [Server.buildState] returns.
 type state struct {
-	cfg       *config.L7
-	routes    *route.Table
-	pools     map[string]*upstream.Pool
-	handlers  []http.Handler // by route index: middlewares around the upstream
+	cfg      *config.L7
+	routes   *route.Table
+	pools    map[string]*upstream.Pool
+	handlers []http.Handler // by route index: middlewares around the upstream
+	// fast holds, by route index, the pool that the HTTP/1.1 fast path
+	// forwards the route's GET and HEAD requests to, or nil when the
+	// route's middlewares need net/http.
+	fast      []*upstream.Pool
 	accessLog *accesslog.Logger
 	// closers are the middleware handlers that implement io.Closer. They
 	// are closed when the state is retired.
@@ -217,6 +234,7 @@ func (s *Server) buildState(cfg *config.L7, prev *state) (*state, error) {
 			}
 		}
 		st.handlers = append(st.handlers, h)
+		st.fast = append(st.fast, fastPool(h, upstreamHandlers, st.pools))
 	}
 
 	if prev != nil && prev.accessLog.Path() == cfg.AccessLog.Path {
@@ -229,6 +247,26 @@ func (s *Server) buildState(cfg *config.L7, prev *state) (*state, error) {
 		}
 	}
 	return st, nil
+}
+
+// fastPool returns the pool that h forwards GET and HEAD requests to when
+// every middleware in h passes them through unchanged, and nil otherwise.
+func fastPool(h http.Handler, upstreams map[string]http.Handler, pools map[string]*upstream.Pool) *upstream.Pool {
+	for {
+		for name, u := range upstreams {
+			if sameHandler(h, u) {
+				if p := pools[name]; p.DirectCapable() {
+					return p
+				}
+				return nil
+			}
+		}
+		pt, ok := h.(GetHeadPassThrough)
+		if !ok {
+			return nil
+		}
+		h = pt.GetHeadNext()
+	}
 }
 
 // sameHandler reports whether a and b are the same pointer. Handlers of
@@ -399,6 +437,9 @@ func (s *Server) Drain(ctx context.Context) error {
 			if err := l.srv.Shutdown(ctx); err != nil {
 				errs <- err
 			}
+			if err := l.fast.drain(ctx); err != nil {
+				errs <- err
+			}
 		}()
 	}
 	wg.Wait()
@@ -415,6 +456,7 @@ func (s *Server) Drain(ctx context.Context) error {
 		err = ctx.Err()
 		for _, l := range s.listeners {
 			_ = l.srv.Close()
+			l.fast.closeAll()
 		}
 		n := s.upgraded.closeAll()
 		s.logger.Warn("drain ended before in-flight work finished, closed the rest", "reason", context.Cause(ctx), "upgraded_closed", n)

@@ -39,11 +39,19 @@ func l7PolicyBeforeCache(logger *slog.Logger, adm *admin.Server) []l7.Option {
 	bodyLimit := func(next http.Handler) http.Handler {
 		return limitHTTP2Body(rep, next)
 	}
+	// The body limit applies to HTTP/2 only, and Normalize leaves a
+	// request without Expect alone when its path is already normal, so
+	// such requests may take the fast path.
+	fastCheck := func(path string) bool {
+		norm, err := inspect.NormalizePath(path)
+		return err == nil && norm == path
+	}
 	rp := &requestPolicies{logger: logger, reg: reg, rep: rep}
 	return []l7.Option{
 		l7.WithListenerConnWrapper(wrap),
 		l7.WithPreRouting(bodyLimit),
 		l7.WithPreRouting(normalize),
+		l7.WithFastPathCheck(fastCheck),
 		l7.WithMiddleware("policy", rp.middleware),
 	}
 }

@@ -205,16 +205,25 @@ func (c *Cache) Middleware(p RoutePolicy, next http.Handler) http.Handler {
 // the entries that other routes stored for its URI, Location and
 // Content-Location (RFC 9111 section 4.4).
 func (c *Cache) Invalidator(next http.Handler) http.Handler {
-	h := &handler{c: c, next: next}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.Method {
-		case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-			next.ServeHTTP(w, r)
-		default:
-			h.invalidateAfter(w, r, false)
-		}
-	})
+	return &invalidator{h: &handler{c: c, next: next}}
 }
+
+// invalidator passes safe requests through and invalidates after unsafe
+// ones. See [Cache.Invalidator].
+type invalidator struct{ h *handler }
+
+func (iv *invalidator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		iv.h.next.ServeHTTP(w, r)
+	default:
+		iv.h.invalidateAfter(w, r, false)
+	}
+}
+
+// GetHeadNext returns the handler that GET and HEAD requests pass to
+// untouched, for the L7 fast path.
+func (iv *invalidator) GetHeadNext() http.Handler { return iv.h.next }
 
 // Resize changes the memory budget, for a configuration reload, evicting
 // least recently used entries when the new budget is smaller.
