@@ -8,12 +8,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httputil"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/tidegate/tidegate/l7/conninfo"
+	"github.com/tidegate/tidegate/l7/passthrough"
 	"github.com/tidegate/tidegate/l7/route"
 	"github.com/tidegate/tidegate/l7/upstream"
 )
@@ -42,19 +44,15 @@ const maxInformational = 16
 var (
 	fastReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, fastReadBuffer) }}
 	fastWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
-	fastStates  = sync.Pool{New: func() any { return new(fastExchange) }}
+	fastStates  = sync.Pool{New: func() any {
+		x := new(fastExchange)
+		x.values = x.req.values
+		return x
+	}}
 )
 
 // errHandOff reports a request the fast path leaves to net/http.
 var errHandOff = errors.New("request needs the full HTTP server")
-
-// GetHeadPassThrough is implemented by route middleware handlers that pass
-// GET and HEAD requests to the handler GetHeadNext returns and leave their
-// responses unchanged, such as the cache's invalidator on routes that do not
-// cache. The fast path looks through them.
-type GetHeadPassThrough interface {
-	GetHeadNext() http.Handler
-}
 
 // fastConns tracks the connections the fast path serves on one listener, so
 // that a drain can close the idle ones and wait for the rest.
@@ -266,11 +264,16 @@ func deadline(d time.Duration) time.Time {
 
 // fastExchange is the per-request state of the fast path, pooled.
 type fastExchange struct {
-	req  h1Request
-	resp h1Response
-	out  []byte
-	rs   requestState
-	sum  requestSummary
+	// values is req.values, bound once per exchange value so that
+	// routing and passThrough do not allocate.
+	values func(string) []string
+	ptReq  passthrough.Request
+	edits  []func(int, passthrough.Head)
+	req    h1Request
+	resp   h1Response
+	out    []byte
+	rs     requestState
+	sum    requestSummary
 }
 
 // serveRequest forwards the request whose head is head. keep reports
@@ -294,11 +297,14 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep, handOf
 	}
 	st := s.state.Load()
 	path := string(req.path)
-	rt := st.routes.MatchParts(host, path, req.method, req.values)
-	if rt == nil || st.fast[rt.Index] == nil {
+	rt := st.routes.MatchParts(host, path, req.method, x.values)
+	if rt == nil {
 		return false, true
 	}
-	pool := st.fast[rt.Index]
+	pool := x.passThrough(st, st.handlers[rt.Index], c.l.name)
+	if pool == nil {
+		return false, true
+	}
 
 	id := ""
 	if validRequestID(string(req.requestID)) {
@@ -333,6 +339,36 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep, handOf
 	x.sum = requestSummary{}
 	return keep, false
 }
+
+// passThrough walks the route's handler chain h down to its upstream
+// handler and returns that upstream's pool, collecting the response-head
+// edits of the middlewares on the way in x.edits. It returns nil when a
+// middleware needs the request itself or the pool needs its transport.
+func (x *fastExchange) passThrough(st *state, h http.Handler, listener string) *upstream.Pool {
+	x.edits = x.edits[:0]
+	x.ptReq = passthrough.Request{Listener: listener, Method: x.req.method, Values: x.values}
+	for range maxChain {
+		if rp, ok := h.(*httputil.ReverseProxy); ok {
+			return st.direct[rp]
+		}
+		pt, ok := h.(passthrough.Handler)
+		if !ok {
+			return nil
+		}
+		next, edit, ok := pt.PassThrough(&x.ptReq)
+		if !ok {
+			return nil
+		}
+		if edit != nil {
+			x.edits = append(x.edits, edit)
+		}
+		h = next
+	}
+	return nil
+}
+
+// maxChain bounds the walk of a handler chain.
+const maxChain = 32
 
 // values returns the values of the request fields named name (canonical),
 // for routes that match on headers.
@@ -596,6 +632,9 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 	// The body has no deadline, as with net/http's transport.
 	_ = bc.SetReadDeadline(time.Time{})
 
+	for _, edit := range x.edits {
+		edit(resp.status, resp)
+	}
 	noBody := x.req.method == "HEAD" || resp.status == http.StatusNoContent || resp.status == http.StatusNotModified
 	closeClient := x.req.close || c.l.fast.draining.Load()
 	x.out = appendResponseHead(x.out[:0], resp, x.rs.id, !noBody, closeClient)

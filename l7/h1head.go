@@ -569,3 +569,49 @@ func parseChunkSize(line []byte) (int64, error) {
 }
 
 var errBadChunk = errors.New("malformed chunk from backend")
+
+// Get returns the first value of the field name, ignoring case, for the
+// response-head edits of pass-through middlewares.
+func (r *h1Response) Get(name string) string {
+	for _, f := range r.fields {
+		if !f.drop && equalFoldString(f.name, name) {
+			return string(f.value)
+		}
+	}
+	return ""
+}
+
+// Values returns every value of the field name, ignoring case.
+func (r *h1Response) Values(name string) []string {
+	var out []string
+	for _, f := range r.fields {
+		if !f.drop && equalFoldString(f.name, name) {
+			out = append(out, string(f.value))
+		}
+	}
+	return out
+}
+
+// Add appends a field to the head.
+func (r *h1Response) Add(name, value string) {
+	r.fields = append(r.fields, h1Field{name: []byte(name), value: []byte(value)})
+}
+
+func equalFoldString(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range len(b) {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}

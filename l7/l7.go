@@ -123,10 +123,9 @@ type state struct {
 	routes   *route.Table
 	pools    map[string]*upstream.Pool
 	handlers []http.Handler // by route index: middlewares around the upstream
-	// fast holds, by route index, the pool that the HTTP/1.1 fast path
-	// forwards the route's GET and HEAD requests to, or nil when the
-	// route's middlewares need net/http.
-	fast      []*upstream.Pool
+	// direct maps each upstream handler to its pool when the HTTP/1.1 fast
+	// path may forward to the pool itself.
+	direct    map[http.Handler]*upstream.Pool
 	accessLog *accesslog.Logger
 	// closers are the middleware handlers that implement io.Closer. They
 	// are closed when the state is retired.
@@ -209,8 +208,13 @@ func (s *Server) buildState(cfg *config.L7, prev *state) (*state, error) {
 	}
 
 	upstreamHandlers := map[string]http.Handler{}
+	st.direct = map[http.Handler]*upstream.Pool{}
 	for name, pool := range st.pools {
-		upstreamHandlers[name] = s.newUpstreamHandler(pool)
+		h := s.newUpstreamHandler(pool)
+		upstreamHandlers[name] = h
+		if pool.DirectCapable() {
+			st.direct[h] = pool
+		}
 	}
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
@@ -234,7 +238,6 @@ func (s *Server) buildState(cfg *config.L7, prev *state) (*state, error) {
 			}
 		}
 		st.handlers = append(st.handlers, h)
-		st.fast = append(st.fast, fastPool(h, upstreamHandlers, st.pools))
 	}
 
 	if prev != nil && prev.accessLog.Path() == cfg.AccessLog.Path {
@@ -247,26 +250,6 @@ func (s *Server) buildState(cfg *config.L7, prev *state) (*state, error) {
 		}
 	}
 	return st, nil
-}
-
-// fastPool returns the pool that h forwards GET and HEAD requests to when
-// every middleware in h passes them through unchanged, and nil otherwise.
-func fastPool(h http.Handler, upstreams map[string]http.Handler, pools map[string]*upstream.Pool) *upstream.Pool {
-	for {
-		for name, u := range upstreams {
-			if sameHandler(h, u) {
-				if p := pools[name]; p.DirectCapable() {
-					return p
-				}
-				return nil
-			}
-		}
-		pt, ok := h.(GetHeadPassThrough)
-		if !ok {
-			return nil
-		}
-		h = pt.GetHeadNext()
-	}
 }
 
 // sameHandler reports whether a and b are the same pointer. Handlers of

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tidegate/tidegate/l7/passthrough"
 	"github.com/tidegate/tidegate/shared/config"
 )
 
@@ -221,9 +222,14 @@ func (iv *invalidator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// GetHeadNext returns the handler that GET and HEAD requests pass to
-// untouched, for the L7 fast path.
-func (iv *invalidator) GetHeadNext() http.Handler { return iv.h.next }
+// PassThrough implements [passthrough.Handler]: GET and HEAD requests
+// reach the next handler untouched.
+func (iv *invalidator) PassThrough(r *passthrough.Request) (http.Handler, func(int, passthrough.Head), bool) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return nil, nil, false
+	}
+	return iv.h.next, nil, true
+}
 
 // Resize changes the memory budget, for a configuration reload, evicting
 // least recently used entries when the new budget is smaller.
