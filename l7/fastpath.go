@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/tidegate/tidegate/l7/conninfo"
 	"github.com/tidegate/tidegate/l7/passthrough"
 	"github.com/tidegate/tidegate/l7/route"
@@ -129,7 +131,8 @@ type fastConn struct {
 	info *conninfo.Info
 	br   *bufio.Reader
 	// idle is set while the connection waits for a request.
-	idle atomic.Bool
+	idle      atomic.Bool
+	fastCount prometheus.Counter
 }
 
 func (c *fastConn) wakeIfIdle() {
@@ -156,7 +159,7 @@ func (l *listener) fastEnabled(ls *listenerSettings, info *conninfo.Info) bool {
 // returns the connection for net/http to serve, with the bytes already read
 // put back. It returns nil when it has closed the connection.
 func (l *listener) serveFast(conn net.Conn, info *conninfo.Info) net.Conn {
-	c := &fastConn{l: l, conn: conn, info: info}
+	c := &fastConn{l: l, conn: conn, info: info, fastCount: l.server.metrics.fastRequests.WithLabelValues(l.name)}
 	if !l.fast.add(c) {
 		return conn
 	}
@@ -198,10 +201,15 @@ func (c *fastConn) serve() bool {
 		ls := c.l.settings.Load()
 		head, err := c.readHead(ls)
 		if err != nil {
-			return errors.Is(err, errHandOff)
+			if errors.Is(err, errHandOff) {
+				c.l.server.metrics.fastHandOffs.WithLabelValues(c.l.name, "head_size").Inc()
+				return true
+			}
+			return false
 		}
-		keep, handOff := c.serveRequest(ls, head)
-		if handOff {
+		keep, reason := c.serveRequest(ls, head)
+		if reason != "" {
+			c.l.server.metrics.fastHandOffs.WithLabelValues(c.l.name, reason).Inc()
 			return true
 		}
 		if !keep || c.l.fast.draining.Load() {
@@ -276,34 +284,45 @@ type fastExchange struct {
 	sum    requestSummary
 }
 
+// Reasons for handing a connection to net/http, for the handoff metric.
+const (
+	handOffRequest     = "request"     // not a plain GET or HEAD
+	handOffSettings    = "settings"    // fast_path off, or a trusted forwarder
+	handOffMisdirected = "misdirected" // answered with 421 by net/http
+	handOffRoute       = "route"       // no route, or its middlewares or pool need net/http
+)
+
 // serveRequest forwards the request whose head is head. keep reports
-// whether the connection may serve another request; handOff that the
-// request was left unread for net/http.
-func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep, handOff bool) {
+// whether the connection may serve another request. A non-empty handOff
+// is the reason the request was left unread for net/http.
+func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, handOff string) {
 	start := time.Now()
 	s := c.l.server
 	x := fastStates.Get().(*fastExchange)
 	defer fastStates.Put(x)
 	req := &x.req
-	if !parseFastRequest(head, req) || !ls.cfg.FastPathEnabled() || containsAddr(ls.trustedForwarders, c.info.Client.Addr()) {
-		return false, true
+	if !ls.cfg.FastPathEnabled() || containsAddr(ls.trustedForwarders, c.info.Client.Addr()) {
+		return false, handOffSettings
+	}
+	if !parseFastRequest(head, req) {
+		return false, handOffRequest
 	}
 	if check := s.opts.fastPathCheck; check != nil && !check(string(req.path)) {
-		return false, true
+		return false, handOffRequest
 	}
 	host := string(req.host)
 	if ls.certs != nil && ls.certs.misdirected(c.info.SNI, route.NormalizeHost(host)) {
-		return false, true
+		return false, handOffMisdirected
 	}
 	st := s.state.Load()
 	path := string(req.path)
 	rt := st.routes.MatchParts(host, path, req.method, x.values)
 	if rt == nil {
-		return false, true
+		return false, handOffRoute
 	}
 	pool := x.passThrough(st, st.handlers[rt.Index], c.l.name)
 	if pool == nil {
-		return false, true
+		return false, handOffRoute
 	}
 
 	id := ""
@@ -335,9 +354,10 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep, handOf
 	bw.Reset(nil)
 	fastWriters.Put(bw)
 	c.l.finish(st, &x.sum, &x.rs, start, false)
+	c.fastCount.Inc()
 	x.rs = requestState{}
 	x.sum = requestSummary{}
-	return keep, false
+	return keep, ""
 }
 
 // passThrough walks the route's handler chain h down to its upstream
