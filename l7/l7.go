@@ -407,12 +407,12 @@ func (s *Server) Drain(ctx context.Context) error {
 	s.mu.Unlock()
 
 	var wg sync.WaitGroup
-	errs := make(chan error, len(s.listeners)+1)
+	errs := make(chan error, 2*len(s.listeners)+1)
 	for _, l := range s.listeners {
 		if l.ln == nil {
 			continue
 		}
-		wg.Add(1)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			// Shutdown closes the listener first, so no new connection is
@@ -420,6 +420,9 @@ func (s *Server) Drain(ctx context.Context) error {
 			if err := l.srv.Shutdown(ctx); err != nil {
 				errs <- err
 			}
+		}()
+		go func() {
+			defer wg.Done()
 			if err := l.fast.drain(ctx); err != nil {
 				errs <- err
 			}
