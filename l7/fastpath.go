@@ -350,17 +350,18 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, h
 	bw := fastWriters.Get().(*bufio.Writer)
 	bw.Reset(c.conn)
 	keep = c.forward(x, pool, bw) && !req.close
+	// As on the net/http path, the request is logged and counted before
+	// the last buffered bytes go out, so a client that has its response
+	// also finds it in the metrics.
+	c.l.finish(st, &x.sum, &x.rs, start, false)
+	c.fastCount.Inc()
 	if bw.Buffered() > 0 {
-		if err := bw.Flush(); err != nil && x.rs.err == nil {
-			x.rs.err = err
-			x.sum.clientGone = true
+		if err := bw.Flush(); err != nil {
 			keep = false
 		}
 	}
 	bw.Reset(nil)
 	fastWriters.Put(bw)
-	c.l.finish(st, &x.sum, &x.rs, start, false)
-	c.fastCount.Inc()
 	x.rs = requestState{}
 	x.sum = requestSummary{}
 	return keep, ""
@@ -441,7 +442,7 @@ func (c *fastConn) appendOutboundHead(b []byte, ls *listenerSettings, req *h1Req
 	b = append(b, "\r\nX-Forwarded-Port: "...)
 	b = strconv.AppendUint(b, uint64(c.info.Local.Port()), 10)
 	b = append(b, "\r\nForwarded: "...)
-	b = append(b, ForwardedElement{For: forwardedNode(client), Host: host, Proto: proto}.String()...)
+	b = ForwardedElement{For: forwardedNode(client), Host: host, Proto: proto}.appendTo(b)
 	b = append(b, "\r\nX-Request-Id: "...)
 	b = append(b, id...)
 	b = append(b, "\r\n\r\n"...)
