@@ -294,7 +294,7 @@ type fastExchange struct {
 const (
 	handOffRequest     = "request"     // not a plain GET or HEAD
 	handOffSettings    = "settings"    // fast_path off, or a trusted forwarder
-	handOffMisdirected = "misdirected" // answered with 421 by net/http
+	handOffMisdirected = "misdirected" // net/http responds with 421
 	handOffRoute       = "route"       // no route, or its middlewares or pool need net/http
 )
 
@@ -548,12 +548,12 @@ func (c *fastConn) exchange(x *fastExchange, pool *upstream.Pool, b *upstream.Ba
 // arrive sooner, so most requests make no extra read.
 const watchDelay = 500 * time.Millisecond
 
-// errClientGone ends a request whose client closed its connection while
-// the backend had not answered yet.
+// errClientGone ends a request whose client closed its connection before
+// the backend's response head arrived.
 var errClientGone = errors.New("client closed the connection before the response")
 
 // sendHead writes the request and reads the response head that follows.
-// When the backend is slow to answer, it watches the client connection
+// When the backend is slow to respond, it watches the client connection
 // meanwhile, as net/http does for every request, and gives up on the
 // backend when the client goes away.
 func (c *fastConn) sendHead(x *fastExchange, pool *upstream.Pool, bc *upstream.DirectConn) error {
@@ -700,8 +700,8 @@ func (c *fastConn) clientFailed(x *fastExchange, bc *upstream.DirectConn, err er
 }
 
 // appendResponseHead writes the client's response head. withBody selects
-// the framing of a response that has a body; the 1xx, 204 and 304 heads
-// and responses to HEAD keep what the backend declared, without a body.
+// the framing of a response that has a body. The 1xx, 204 and 304 heads
+// and responses to HEAD keep the framing fields the backend declared.
 func appendResponseHead(b []byte, resp *h1Response, id string, withBody, closeConn bool) []byte {
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(resp.status), 10)
@@ -747,8 +747,8 @@ func appendResponseHead(b []byte, resp *h1Response, id string, withBody, closeCo
 	return append(b, "\r\n"...)
 }
 
-// copyFixed relays n body bytes. clientErr tells a failed client write from
-// a failed backend read.
+// copyFixed relays n body bytes. clientErr is true when the client write
+// failed and false when the backend read did.
 func (c *fastConn) copyFixed(x *fastExchange, r *bufio.Reader, w *bufio.Writer, n int64) (err error, clientErr bool) {
 	for n > 0 {
 		if r.Buffered() == 0 {
@@ -927,7 +927,7 @@ func (c *fastConn) copyUntilClose(x *fastExchange, r *bufio.Reader, w *bufio.Wri
 	}
 }
 
-// writeError answers with the status that err maps to, as
+// writeError responds with the status that err maps to, as
 // [Server.handleProxyError] does on the net/http path.
 func (c *fastConn) writeError(x *fastExchange, bw *bufio.Writer, err error) bool {
 	x.rs.err = err
