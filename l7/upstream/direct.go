@@ -25,7 +25,15 @@ type DirectConn struct {
 	Backend *Backend
 
 	idleSince time.Time
+	// tcp is the socket under Conn, for the idle check.
+	tcp *net.TCPConn
 }
+
+// checkIdleAfter is how long a connection may sit idle before it is
+// checked for a close or an unsolicited response (such as a 408 some
+// servers send on timeout) when it is taken from the pool. Connections
+// reused sooner skip the check and its system call.
+const checkIdleAfter = time.Second
 
 // directIdle holds the idle direct connections of a pool, per backend,
 // newest last.
@@ -113,8 +121,16 @@ func (p *Pool) ResponseHeaderTimeout() time.Duration { return p.cfg.ResponseHead
 // connect timeout. A dial failure is a connect error (see
 // [IsConnectError]).
 func (p *Pool) DirectConn(ctx context.Context, b *Backend) (*DirectConn, error) {
-	if c := p.direct.take(b, p.now(), p.cfg.IdleTimeout.D()); c != nil {
-		return c, nil
+	for {
+		now := p.now()
+		c := p.direct.take(b, now, p.cfg.IdleTimeout.D())
+		if c == nil {
+			break
+		}
+		if now.Sub(c.idleSince) < checkIdleAfter || c.tcp == nil || idleUsable(c.tcp) {
+			return c, nil
+		}
+		_ = c.Close()
 	}
 	return p.dialDirect(ctx, b)
 }
@@ -130,7 +146,11 @@ func (p *Pool) dialDirect(ctx context.Context, b *Backend) (*DirectConn, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &DirectConn{Conn: c, R: bufio.NewReaderSize(c, directReadBuffer), Backend: b}, nil
+	dc := &DirectConn{Conn: c, R: bufio.NewReaderSize(c, directReadBuffer), Backend: b}
+	if cc, ok := c.(*countedConn); ok {
+		dc.tcp, _ = cc.Conn.(*net.TCPConn)
+	}
+	return dc, nil
 }
 
 // ReleaseDirect returns c to the idle connections when reusable is true

@@ -158,3 +158,53 @@ func TestDirectConnDialFailure(t *testing.T) {
 		t.Errorf("dial to a closed port: %v, want a connect error", err)
 	}
 }
+
+// TestDirectConnSkipsUnsolicited parks a connection whose backend then
+// sends an unsolicited 408 and closes, as some servers do on an idle
+// timeout. Taking it from the pool must give a new connection instead.
+func TestDirectConnSkipsUnsolicited(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+		}
+	}()
+	now := time.Now()
+	p := testPool(t, config.Upstream{Backends: []config.Backend{{Address: ln.Addr().String()}}, MaxIdlePerBackend: 2})
+	p.now = func() time.Time { return now }
+	b := p.Pick(nil)
+	c, err := p.DirectConn(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server := <-accepted
+	p.ReleaseDirect(c, true)
+	if _, err := server.Write([]byte("HTTP/1.1 408 Request Timeout\r\nConnection: close\r\n\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	server.Close()
+
+	// Reused at once, the connection is not checked.
+	if again, _ := p.DirectConn(context.Background(), b); again != c {
+		t.Fatal("connection reused at once was not the idle one")
+	}
+	p.ReleaseDirect(c, true)
+	now = now.Add(2 * checkIdleAfter)
+	fresh, err := p.DirectConn(context.Background(), b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fresh == c || fresh.Reused {
+		t.Error("the connection with an unsolicited response came back from the pool")
+	}
+	p.ReleaseDirect(fresh, false)
+}
