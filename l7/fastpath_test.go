@@ -651,3 +651,87 @@ func BenchmarkFastPathRaw(b *testing.B) {
 		resp.Body.Close()
 	}
 }
+
+// FuzzFastPathConn writes arbitrary bytes to a fast-path listener in front
+// of a backend that answers every request it can parse. The proxy must not
+// crash, must close or answer every connection, and must send the backend
+// only requests that parse.
+func FuzzFastPathConn(f *testing.F) {
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx"))
+	f.Add([]byte("HEAD /x?y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"))
+	f.Add([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+
+	var badRequests atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(r)
+					if err != nil {
+						if err != io.EOF && !strings.Contains(err.Error(), "closed") && !strings.Contains(err.Error(), "reset") {
+							badRequests.Add(1)
+						}
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	cfg, err := config.Parse([]byte("l7:\n" + fmt.Sprintf(oneListener, ln.Addr().String())))
+	if err != nil {
+		f.Fatal(err)
+	}
+	cfg.L7.Listeners[0].ReadHeaderTimeout = config.Duration(200 * time.Millisecond)
+	cfg.L7.Listeners[0].IdleTimeout = config.Duration(200 * time.Millisecond)
+	s, err := New(cfg, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		f.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Drain(ctx)
+	}()
+	addr := s.Addrs()["fast"].String()
+
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(in); err != nil {
+			return
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		// The idle and header timeouts close the connection well before
+		// this deadline.
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil && !strings.Contains(err.Error(), "reset") {
+			t.Fatalf("proxy neither answered nor closed: %v", err)
+		}
+		if n := badRequests.Load(); n > 0 {
+			t.Fatalf("backend received %d requests it could not parse", n)
+		}
+	})
+}
