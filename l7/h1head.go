@@ -108,7 +108,11 @@ func parseFastRequest(head []byte, req *h1Request) bool {
 		case fieldHopByHop, fieldForwarding:
 			f.drop = true
 		case fieldRequestID:
-			req.requestID = f.value
+			// The first one counts, as with http.Header.Get on the
+			// net/http path.
+			if req.requestID == nil {
+				req.requestID = f.value
+			}
 			f.drop = true
 		case fieldNotFast:
 			return false
