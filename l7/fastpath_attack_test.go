@@ -87,14 +87,17 @@ func TestFastPathAttackLargeResponseHead(t *testing.T) {
 // back in its pool. The next request, from another client, must not get
 // them as its response.
 func TestFastPathAttackLateBytesOnIdleBackend(t *testing.T) {
-	t.Skip("NOTE: pending fix")
 	const poison = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\npoisoned"
-	for _, tc := range []struct {
-		name, method, first string
-	}{
-		{"head with body", "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n"},
-		{"body beyond length", "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"},
-	} {
+	type testCase struct {
+		name, listener, method, first string
+	}
+	var cases []testCase
+	for _, listener := range []string{"general", "fast"} {
+		cases = append(cases,
+			testCase{"head with body on " + listener, listener, "HEAD", "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n"},
+			testCase{"body beyond length on " + listener, listener, "GET", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"})
+	}
+	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			sent := make(chan struct{})
 			late := make(chan struct{})
@@ -114,8 +117,8 @@ func TestFastPathAttackLateBytesOnIdleBackend(t *testing.T) {
 					_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nreal")
 				}
 			})
-			_, addrs := startL7(t, fmt.Sprintf(oneListener, addr))
-			resp, _, err := attackGet(t, addrs["fast"], tc.method, "/first", nil)
+			_, addrs := startL7(t, fmt.Sprintf(twoListeners, addr))
+			resp, _, err := attackGet(t, addrs[tc.listener], tc.method, "/first", nil)
 			if err != nil || resp.StatusCode != 200 {
 				t.Fatalf("first request: %v %v", resp, err)
 			}
@@ -124,7 +127,7 @@ func TestFastPathAttackLateBytesOnIdleBackend(t *testing.T) {
 			// The poison is in the proxy's socket buffer now: loopback
 			// delivers a write before it returns.
 			for i := range 3 {
-				resp, body, err := attackGet(t, addrs["fast"], "GET", "/second", nil)
+				resp, body, err := attackGet(t, addrs[tc.listener], "GET", "/second", nil)
 				if err != nil {
 					t.Fatalf("request %d after the late bytes: %v", i, err)
 				}

@@ -6,7 +6,10 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DirectConn is a cleartext HTTP/1.1 connection to one backend, for
@@ -25,6 +28,12 @@ type DirectConn struct {
 	Backend *Backend
 
 	idleSince time.Time
+	// raw, pollFunc, pollFD and spoke serve peerSpoke. raw is nil when
+	// the connection has no file descriptor.
+	raw      syscall.RawConn
+	pollFunc func(uintptr)
+	pollFD   [1]unix.PollFd
+	spoke    bool
 }
 
 // directIdle holds the idle direct connections of a pool, per backend,
@@ -113,10 +122,42 @@ func (p *Pool) ResponseHeaderTimeout() time.Duration { return p.cfg.ResponseHead
 // connect timeout. A dial failure is a connect error (see
 // [IsConnectError]).
 func (p *Pool) DirectConn(ctx context.Context, b *Backend) (*DirectConn, error) {
-	if c := p.direct.take(b, p.now(), p.cfg.IdleTimeout.D()); c != nil {
-		return c, nil
+	for {
+		c := p.direct.take(b, p.now(), p.cfg.IdleTimeout.D())
+		if c == nil {
+			break
+		}
+		if !c.peerSpoke() {
+			return c, nil
+		}
+		_ = c.Close()
 	}
 	return p.dialDirect(ctx, b)
+}
+
+// peerSpoke reports whether the backend sent bytes or closed the
+// connection while it was idle. Bytes that arrive before a request are not
+// its response: a body after a HEAD response or beyond Content-Length
+// would otherwise be read as the response to the next request. Nothing
+// reads an idle connection, so this checks with one poll that does not
+// wait, which is what net/http's transport learns from its background
+// read.
+func (c *DirectConn) peerSpoke() bool {
+	if c.raw == nil {
+		return false
+	}
+	if err := c.raw.Control(c.pollFunc); err != nil {
+		return true
+	}
+	return c.spoke
+}
+
+// poll is the body of peerSpoke, bound once per connection in pollFunc so
+// that the check does not allocate. A close makes the socket readable too.
+func (c *DirectConn) poll(fd uintptr) {
+	c.pollFD[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}
+	n, err := unix.Poll(c.pollFD[:], 0)
+	c.spoke = err == nil && n > 0 && c.pollFD[0].Revents != 0
 }
 
 // DialDirect opens a new connection to b, skipping the idle ones.
@@ -130,7 +171,18 @@ func (p *Pool) dialDirect(ctx context.Context, b *Backend) (*DirectConn, error) 
 	if err != nil {
 		return nil, err
 	}
-	return &DirectConn{Conn: c, R: bufio.NewReaderSize(c, directReadBuffer), Backend: b}, nil
+	dc := &DirectConn{Conn: c, R: bufio.NewReaderSize(c, directReadBuffer), Backend: b}
+	inner := c
+	if cc, ok := inner.(*countedConn); ok {
+		inner = cc.Conn
+	}
+	if sc, ok := inner.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			dc.raw = raw
+			dc.pollFunc = dc.poll
+		}
+	}
+	return dc, nil
 }
 
 // ReleaseDirect returns c to the idle connections when reusable is true
