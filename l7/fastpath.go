@@ -695,7 +695,7 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 		x.sum.clientGone = clientErr
 		return false
 	}
-	reusable := !resp.close && !resp.closeDelimited && (resp.contentLength >= 0 || resp.chunked || noBody)
+	reusable := !resp.close && (resp.contentLength >= 0 || resp.chunked || noBody)
 	pool.ReleaseDirect(bc, reusable)
 	return !closeClient
 }

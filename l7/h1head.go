@@ -108,7 +108,11 @@ func parseFastRequest(head []byte, req *h1Request) bool {
 		case fieldHopByHop, fieldForwarding:
 			f.drop = true
 		case fieldRequestID:
-			req.requestID = f.value
+			// The first one counts, as with http.Header.Get on the
+			// net/http path.
+			if req.requestID == nil {
+				req.requestID = f.value
+			}
 			f.drop = true
 		case fieldNotFast:
 			return false
@@ -331,9 +335,6 @@ type h1Response struct {
 	// contentLength is -1 when the response has none.
 	contentLength int64
 	chunked       bool
-	// closeDelimited is set when a Transfer-Encoding other than chunked
-	// makes the body run until the backend closes.
-	closeDelimited bool
 	// close is set when the backend will close the connection after the
 	// response.
 	close   bool
@@ -406,9 +407,19 @@ func parseResponse(head []byte, resp *h1Response) error {
 			resp.contentLength = n
 			f.drop = true
 		case fieldTransferEncoding:
-			sawTE = true
-			resp.chunked = lastCodingChunked(f.value)
+			// As in net/http's transport, HTTP/1.0 framing ignores
+			// the field, and HTTP/1.1 framing accepts only a single
+			// chunked: with the field dropped, a content coding
+			// listed in it would reach the client unnamed.
 			f.drop = true
+			if resp.minor == 0 {
+				break
+			}
+			if sawTE || !bytes.EqualFold(f.value, []byte("chunked")) {
+				return errBadResponse
+			}
+			sawTE = true
+			resp.chunked = true
 		case fieldConnection:
 			if hasToken(f.value, "close") {
 				resp.close = true
@@ -439,9 +450,8 @@ func parseResponse(head []byte, resp *h1Response) error {
 	}
 	if sawTE {
 		// Transfer-Encoding overrides Content-Length (RFC 9112 section
-		// 6.3), and a coding other than a final chunked runs to close.
+		// 6.3).
 		resp.contentLength = -1
-		resp.closeDelimited = !resp.chunked
 	}
 	resp.fields = fields
 	return nil
@@ -490,15 +500,6 @@ func responseFieldKind(name []byte) fieldClass {
 		return fieldHopByHop
 	}
 	return fieldOther
-}
-
-// lastCodingChunked reports whether the last coding in a Transfer-Encoding
-// value is chunked.
-func lastCodingChunked(v []byte) bool {
-	if i := bytes.LastIndexByte(v, ','); i >= 0 {
-		v = v[i+1:]
-	}
-	return bytes.EqualFold(trimOWS(v), []byte("chunked"))
 }
 
 // hasToken reports whether the comma-separated list v holds tok, ignoring

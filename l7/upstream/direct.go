@@ -6,7 +6,10 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // DirectConn is a cleartext HTTP/1.1 connection to one backend, for
@@ -25,15 +28,13 @@ type DirectConn struct {
 	Backend *Backend
 
 	idleSince time.Time
-	// tcp is the socket under Conn, for the idle check.
-	tcp *net.TCPConn
+	// raw, pollFunc, pollFD and spoke serve peerSpoke. raw is nil when
+	// the connection has no file descriptor.
+	raw      syscall.RawConn
+	pollFunc func(uintptr)
+	pollFD   [1]unix.PollFd
+	spoke    bool
 }
-
-// checkIdleAfter is how long a connection may sit idle before it is
-// checked for a close or an unsolicited response (such as a 408 some
-// servers send on timeout) when it is taken from the pool. Connections
-// reused sooner skip the check and its system call.
-const checkIdleAfter = time.Second
 
 // directIdle holds the idle direct connections of a pool, per backend,
 // newest last.
@@ -122,17 +123,41 @@ func (p *Pool) ResponseHeaderTimeout() time.Duration { return p.cfg.ResponseHead
 // [IsConnectError]).
 func (p *Pool) DirectConn(ctx context.Context, b *Backend) (*DirectConn, error) {
 	for {
-		now := p.now()
-		c := p.direct.take(b, now, p.cfg.IdleTimeout.D())
+		c := p.direct.take(b, p.now(), p.cfg.IdleTimeout.D())
 		if c == nil {
 			break
 		}
-		if now.Sub(c.idleSince) < checkIdleAfter || c.tcp == nil || idleUsable(c.tcp) {
+		if !c.peerSpoke() {
 			return c, nil
 		}
 		_ = c.Close()
 	}
 	return p.dialDirect(ctx, b)
+}
+
+// peerSpoke reports whether the backend sent bytes or closed the
+// connection while it was idle. Bytes that arrive before a request are not
+// its response: a body after a HEAD response or beyond Content-Length
+// would otherwise be read as the response to the next request. Nothing
+// reads an idle connection, so this checks with one poll that does not
+// wait, which is what net/http's transport learns from its background
+// read.
+func (c *DirectConn) peerSpoke() bool {
+	if c.raw == nil {
+		return false
+	}
+	if err := c.raw.Control(c.pollFunc); err != nil {
+		return true
+	}
+	return c.spoke
+}
+
+// poll is the body of peerSpoke, bound once per connection in pollFunc so
+// that the check does not allocate. A close makes the socket readable too.
+func (c *DirectConn) poll(fd uintptr) {
+	c.pollFD[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}
+	n, err := unix.Poll(c.pollFD[:], 0)
+	c.spoke = err == nil && n > 0 && c.pollFD[0].Revents != 0
 }
 
 // DialDirect opens a new connection to b, skipping the idle ones.
@@ -147,8 +172,15 @@ func (p *Pool) dialDirect(ctx context.Context, b *Backend) (*DirectConn, error) 
 		return nil, err
 	}
 	dc := &DirectConn{Conn: c, R: bufio.NewReaderSize(c, directReadBuffer), Backend: b}
-	if cc, ok := c.(*countedConn); ok {
-		dc.tcp, _ = cc.Conn.(*net.TCPConn)
+	inner := c
+	if cc, ok := inner.(*countedConn); ok {
+		inner = cc.Conn
+	}
+	if sc, ok := inner.(syscall.Conn); ok {
+		if raw, err := sc.SyscallConn(); err == nil {
+			dc.raw = raw
+			dc.pollFunc = dc.poll
+		}
 	}
 	return dc, nil
 }
