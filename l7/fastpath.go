@@ -292,8 +292,10 @@ type fastExchange struct {
 	req    h1Request
 	resp   h1Response
 	out    []byte
-	rs     requestState
-	sum    requestSummary
+	// w collects the response of a passthrough.Responder.
+	w   fastWriter
+	rs  requestState
+	sum requestSummary
 }
 
 // Reasons for handing a connection to net/http, for the handoff metric.
@@ -332,8 +334,8 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, h
 	if rt == nil {
 		return false, handOffRoute
 	}
-	pool := x.passThrough(st, st.handlers[rt.Index], c.l.name)
-	if pool == nil {
+	pool, responder := x.passThrough(st, st.handlers[rt.Index], c.l.name)
+	if pool == nil && responder == nil {
 		return false, handOffRoute
 	}
 
@@ -345,7 +347,13 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, h
 	}
 	x.rs = requestState{id: id, st: st, settings: ls, route: rt, upstream: rt.Upstream}
 	x.sum = requestSummary{proto: "HTTP/1.1", method: req.method, host: host, path: path, info: c.info}
-	x.out = c.appendOutboundHead(x.out[:0], ls, req, host, id)
+	if responder != nil && !x.respond(c, responder, host, path) {
+		x.rs = requestState{}
+		return false, handOffRoute
+	}
+	if responder == nil {
+		x.out = c.appendOutboundHead(x.out[:0], ls, req, host, id)
+	}
 	// The head stays readable in the buffer until the next read, and
 	// nothing reads the client connection before the response is done.
 	_, _ = c.br.Discard(len(head))
@@ -355,7 +363,11 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, h
 	}
 	bw := fastWriters.Get().(*bufio.Writer)
 	bw.Reset(c.conn)
-	keep = c.forward(x, pool, bw) && !req.close
+	if responder != nil {
+		keep = x.writeResponded(bw, c.l.fast.draining.Load()) && !req.close
+	} else {
+		keep = c.forward(x, pool, bw) && !req.close
+	}
 	// As on the net/http path, the request is logged and counted before
 	// the last buffered bytes go out, so a client that has its response
 	// also finds it in the metrics.
@@ -375,29 +387,34 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, h
 
 // passThrough walks the route's handler chain h down to its upstream
 // handler and returns that upstream's pool, collecting the response-head
-// edits of the middlewares on the way in x.edits. It returns nil when a
-// middleware needs the request itself or the pool needs its transport.
-func (x *fastExchange) passThrough(st *state, h http.Handler, listener string) *upstream.Pool {
+// edits of the middlewares on the way in x.edits. When it meets a
+// middleware that may serve the request itself, such as the cache, it
+// returns that instead. It returns neither when a middleware needs the
+// request or the pool needs its transport.
+func (x *fastExchange) passThrough(st *state, h http.Handler, listener string) (*upstream.Pool, passthrough.Responder) {
 	x.edits = x.edits[:0]
 	x.ptReq = passthrough.Request{Listener: listener, Method: x.req.method, Values: x.values}
 	for range maxChain {
 		if rp, ok := h.(*httputil.ReverseProxy); ok {
-			return st.direct[rp]
+			return st.direct[rp], nil
+		}
+		if r, ok := h.(passthrough.Responder); ok {
+			return nil, r
 		}
 		pt, ok := h.(passthrough.Handler)
 		if !ok {
-			return nil
+			return nil, nil
 		}
 		next, edit, ok := pt.PassThrough(&x.ptReq)
 		if !ok {
-			return nil
+			return nil, nil
 		}
 		if edit != nil {
 			x.edits = append(x.edits, edit)
 		}
 		h = next
 	}
-	return nil
+	return nil, nil
 }
 
 // maxChain bounds the walk of a handler chain.
