@@ -168,26 +168,33 @@ func isTokenChar(c byte) bool {
 // String formats el as one Forwarded element, quoting values that are not
 // tokens (IPv6 nodes, ports, obfuscated names).
 func (el ForwardedElement) String() string {
-	var b strings.Builder
+	return string(el.appendTo(nil))
+}
+
+// appendTo appends el as one Forwarded element to b.
+func (el ForwardedElement) appendTo(b []byte) []byte {
+	start := len(b)
 	add := func(name, v string) {
 		if v == "" {
 			return
 		}
-		if b.Len() > 0 {
-			b.WriteByte(';')
+		if len(b) > start {
+			b = append(b, ';')
 		}
-		b.WriteString(name)
-		b.WriteByte('=')
-		writeForwardedValue(&b, v)
+		b = append(b, name...)
+		b = append(b, '=')
+		b = appendForwardedValue(b, v)
 	}
 	add("for", el.For)
 	add("by", el.By)
 	add("host", el.Host)
 	add("proto", el.Proto)
-	return b.String()
+	return b
 }
 
-func writeForwardedValue(b *strings.Builder, v string) {
+// appendForwardedValue appends v as a token when it is one and as a quoted
+// string otherwise.
+func appendForwardedValue(b []byte, v string) []byte {
 	token := v != ""
 	for i := 0; i < len(v); i++ {
 		if !isTokenChar(v[i]) {
@@ -196,17 +203,16 @@ func writeForwardedValue(b *strings.Builder, v string) {
 		}
 	}
 	if token {
-		b.WriteString(v)
-		return
+		return append(b, v...)
 	}
-	b.WriteByte('"')
+	b = append(b, '"')
 	for i := 0; i < len(v); i++ {
 		if v[i] == '"' || v[i] == '\\' {
-			b.WriteByte('\\')
+			b = append(b, '\\')
 		}
-		b.WriteByte(v[i])
+		b = append(b, v[i])
 	}
-	b.WriteByte('"')
+	return append(b, '"')
 }
 
 // FormatForwarded joins elements into one Forwarded header value. Elements

@@ -55,6 +55,19 @@ type options struct {
 	// upstreamOpts apply to every pool; tests use them to stub transports.
 	upstreamOpts []upstream.Option
 	drainWaits   []DrainWait
+	// fastPathCheck is the pre-routing wrappers' promise for the fast
+	// path; see [WithFastPathCheck].
+	fastPathCheck func(path string) bool
+}
+
+// WithFastPathCheck lets the HTTP/1.1 fast path serve listeners that have
+// pre-routing wrappers. Without it, the fast path serves only servers
+// without any. check receives the path of a GET or HEAD request without a
+// body or Expect field, as sent (no escapes, since those go to net/http);
+// returning true promises that every pre-routing wrapper passes such a
+// request on to routing unchanged and without writing a response.
+func WithFastPathCheck(check func(path string) bool) Option {
+	return func(o *options) { o.fastPathCheck = check }
 }
 
 // DrainWait waits for work that requests started and that outlives them,
@@ -106,10 +119,13 @@ func WithPreRouting(p PreRouting) Option {
 // state is everything a reload replaces at once. It is immutable after
 // [Server.buildState] returns.
 type state struct {
-	cfg       *config.L7
-	routes    *route.Table
-	pools     map[string]*upstream.Pool
-	handlers  []http.Handler // by route index: middlewares around the upstream
+	cfg      *config.L7
+	routes   *route.Table
+	pools    map[string]*upstream.Pool
+	handlers []http.Handler // by route index: middlewares around the upstream
+	// direct maps each upstream handler to its pool when the HTTP/1.1 fast
+	// path may forward to the pool itself.
+	direct    map[http.Handler]*upstream.Pool
 	accessLog *accesslog.Logger
 	// closers are the middleware handlers that implement io.Closer. They
 	// are closed when the state is retired.
@@ -192,8 +208,13 @@ func (s *Server) buildState(cfg *config.L7, prev *state) (*state, error) {
 	}
 
 	upstreamHandlers := map[string]http.Handler{}
+	st.direct = map[http.Handler]*upstream.Pool{}
 	for name, pool := range st.pools {
-		upstreamHandlers[name] = s.newUpstreamHandler(pool)
+		h := s.newUpstreamHandler(pool)
+		upstreamHandlers[name] = h
+		if pool.DirectCapable() {
+			st.direct[h] = pool
+		}
 	}
 	for i := range cfg.Routes {
 		rc := &cfg.Routes[i]
@@ -386,17 +407,23 @@ func (s *Server) Drain(ctx context.Context) error {
 	s.mu.Unlock()
 
 	var wg sync.WaitGroup
-	errs := make(chan error, len(s.listeners)+1)
+	errs := make(chan error, 2*len(s.listeners)+1)
 	for _, l := range s.listeners {
 		if l.ln == nil {
 			continue
 		}
-		wg.Add(1)
+		wg.Add(2)
 		go func() {
 			defer wg.Done()
 			// Shutdown closes the listener first, so no new connection is
 			// accepted from here on.
 			if err := l.srv.Shutdown(ctx); err != nil {
+				errs <- err
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if err := l.fast.drain(ctx); err != nil {
 				errs <- err
 			}
 		}()
@@ -415,6 +442,7 @@ func (s *Server) Drain(ctx context.Context) error {
 		err = ctx.Err()
 		for _, l := range s.listeners {
 			_ = l.srv.Close()
+			l.fast.closeAll()
 		}
 		n := s.upgraded.closeAll()
 		s.logger.Warn("drain ended before in-flight work finished, closed the rest", "reason", context.Cause(ctx), "upgraded_closed", n)

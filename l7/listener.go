@@ -95,6 +95,8 @@ type listener struct {
 	// infos passes each connection's details from prepare to the
 	// http.Server's ConnContext hook, keyed by the net.Conn Accept returns.
 	infos sync.Map
+	// fast tracks the connections of the HTTP/1.1 fast path.
+	fast fastConns
 }
 
 func newListener(s *Server, ls *listenerSettings) *listener {
@@ -259,6 +261,12 @@ func (l *listener) prepare(raw net.Conn) {
 	if info.ALPN != "h2" {
 		for _, wrap := range l.server.opts.connWrappers {
 			conn = wrap(&ls.cfg, conn)
+		}
+	}
+
+	if l.fastEnabled(ls, info) {
+		if conn = l.serveFast(conn, info); conn == nil {
+			return
 		}
 	}
 

@@ -22,6 +22,8 @@ type metrics struct {
 	tlsErrors        *prometheus.CounterVec
 	certReloads      *prometheus.CounterVec
 	accessLogErrors  prometheus.Counter
+	fastRequests     *prometheus.CounterVec
+	fastHandOffs     *prometheus.CounterVec
 	backends         *backendMetrics
 }
 
@@ -72,10 +74,18 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 			Name: "tidegate_l7_access_log_errors_total",
 			Help: "Access-log lines that could not be written.",
 		}),
+		fastRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tidegate_l7_fast_path_requests_total",
+			Help: "Requests forwarded by the HTTP/1.1 fast path, by listener.",
+		}, []string{"listener"}),
+		fastHandOffs: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "tidegate_l7_fast_path_handoffs_total",
+			Help: "Connections the HTTP/1.1 fast path passed to the general HTTP server, by listener and the reason of the request that needed it.",
+		}, []string{"listener", "reason"}),
 	}
 	reg.MustRegister(m.requests, m.duration, m.retries, m.connections, m.activeConns, m.upgraded,
 		m.proxyHeaderError, m.tlsHandshakes, m.tlsErrors, m.certReloads, m.accessLogErrors,
-		&poolCollector{s: s})
+		m.fastRequests, m.fastHandOffs, &poolCollector{s: s})
 	m.backends = newBackendMetrics(reg)
 	return m
 }

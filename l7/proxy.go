@@ -147,7 +147,18 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer func() {
 		p := recover()
 		aborted := p != nil
-		l.finish(st, r, rec, rs, rs.route, body.n.Load(), start, aborted)
+		sum := requestSummary{
+			proto:      r.Proto,
+			method:     r.Method,
+			host:       r.Host,
+			path:       r.URL.Path,
+			info:       conninfo.FromRequest(r),
+			clientGone: r.Context().Err() != nil,
+			status:     rec.status,
+			bytesIn:    body.n.Load(),
+			bytesOut:   rec.bytes,
+		}
+		l.finish(st, &sum, rs, start, aborted)
 		if p != nil {
 			panic(p)
 		}
@@ -174,16 +185,29 @@ func (l *listener) routeRequest(w http.ResponseWriter, r *http.Request) {
 	rs.st.handlers[rt.Index].ServeHTTP(w, r)
 }
 
-func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs *requestState, rt *route.Route, bytesIn int64, start time.Time, aborted bool) {
+// requestSummary is what the access log and the metrics need from a
+// finished request, whichever path served it.
+type requestSummary struct {
+	proto, method, host, path string
+	info                      *conninfo.Info
+	// clientGone is set when the client left before the response was
+	// complete.
+	clientGone bool
+	// status is the status sent, 0 when nothing was written.
+	status            int
+	bytesIn, bytesOut int64
+}
+
+func (l *listener) finish(st *state, sum *requestSummary, rs *requestState, start time.Time, aborted bool) {
 	elapsed := time.Since(start)
-	status := finalStatus(r, rec.status, rs.err, aborted)
+	status := finalStatus(sum.clientGone, sum.status, rs.err, aborted)
 	routeName := ""
-	if rt != nil {
-		routeName = rt.Name
+	if rs.route != nil {
+		routeName = rs.route.Name
 	}
 
 	m := l.server.metrics
-	m.observeRequest(routeName, rs.upstream, r.Method, status, elapsed)
+	m.observeRequest(routeName, rs.upstream, sum.method, status, elapsed)
 	if rs.attempt.Backend != "" {
 		m.backends.observe(rs.upstream, rs.attempt.Backend, status, elapsed)
 	}
@@ -197,13 +221,13 @@ func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs 
 	e := &accesslog.Entry{
 		Time:       start,
 		Listener:   l.name,
-		Proto:      r.Proto,
-		Method:     r.Method,
-		Host:       r.Host,
-		Path:       r.URL.Path,
+		Proto:      sum.proto,
+		Method:     sum.method,
+		Host:       sum.host,
+		Path:       sum.path,
 		Status:     status,
-		BytesIn:    bytesIn,
-		BytesOut:   rec.bytes,
+		BytesIn:    sum.bytesIn,
+		BytesOut:   sum.bytesOut,
 		DurationMS: float64(elapsed.Microseconds()) / 1000,
 		Route:      routeName,
 		Upstream:   rs.upstream,
@@ -213,7 +237,7 @@ func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs 
 
 		PolicyFields: rs.policy,
 	}
-	if info := conninfo.FromRequest(r); info != nil {
+	if info := sum.info; info != nil {
 		e.ClientAddr = info.Client.Addr().String()
 		e.ConnID = info.UniqueID
 		e.TLSVersion = info.TLSVersion
@@ -229,11 +253,11 @@ func (l *listener) finish(st *state, r *http.Request, rec *responseRecorder, rs 
 
 // finalStatus returns the status to log and count: 499 when the client
 // left before its response was complete, otherwise what was sent.
-func finalStatus(r *http.Request, sent int, err error, aborted bool) int {
+func finalStatus(clientGone bool, sent int, err error, aborted bool) int {
 	switch {
-	case err != nil && statusForError(r, err) == statusClientClosed:
+	case err != nil && (clientGone || errors.Is(err, context.Canceled)):
 		return statusClientClosed
-	case aborted && r.Context().Err() != nil:
+	case aborted && clientGone:
 		return statusClientClosed
 	case sent == 0:
 		// A handler that writes nothing sends 200.

@@ -340,10 +340,17 @@ func BenchmarkProxyLoopback(b *testing.B) {
 		_, _ = io.WriteString(w, "ok")
 	}))
 	defer backend.Close()
-	s := startTestServer(b, fmt.Sprintf(`
+	for _, fast := range []bool{true, false} {
+		name := "general"
+		if fast {
+			name = "fast"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := startTestServer(b, fmt.Sprintf(`
   listeners:
     - name: edge
       address: 127.0.0.1:0
+      fast_path: %v
   routes:
     - name: all
       upstream: b
@@ -351,19 +358,22 @@ func BenchmarkProxyLoopback(b *testing.B) {
     - name: b
       backends: [{address: %q}]
   access_log: {path: "off"}
-`, strings.TrimPrefix(backend.URL, "http://")))
-	url := "http://" + s.Addrs()["edge"].String() + "/"
-	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
-	b.ReportAllocs()
-	for b.Loop() {
-		resp, err := client.Get(url)
-		if err != nil {
-			b.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			b.Fatalf("status %d", resp.StatusCode)
-		}
+`, fast, strings.TrimPrefix(backend.URL, "http://")))
+			url := "http://" + s.Addrs()["edge"].String() + "/"
+			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+			defer client.CloseIdleConnections()
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := client.Get(url)
+				if err != nil {
+					b.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					b.Fatalf("status %d", resp.StatusCode)
+				}
+			}
+		})
 	}
 }

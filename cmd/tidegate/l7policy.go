@@ -15,6 +15,7 @@ import (
 	"github.com/tidegate/tidegate/l7/compress"
 	"github.com/tidegate/tidegate/l7/conninfo"
 	"github.com/tidegate/tidegate/l7/inspect"
+	"github.com/tidegate/tidegate/l7/passthrough"
 	"github.com/tidegate/tidegate/l7/ratelimit"
 	"github.com/tidegate/tidegate/l7/rewrite"
 	"github.com/tidegate/tidegate/shared/admin"
@@ -39,11 +40,19 @@ func l7PolicyBeforeCache(logger *slog.Logger, adm *admin.Server) []l7.Option {
 	bodyLimit := func(next http.Handler) http.Handler {
 		return limitHTTP2Body(rep, next)
 	}
+	// The body limit applies to HTTP/2 only, and Normalize leaves a
+	// request without Expect alone when its path is already normal, so
+	// such requests may take the fast path.
+	fastCheck := func(path string) bool {
+		norm, err := inspect.NormalizePath(path)
+		return err == nil && norm == path
+	}
 	rp := &requestPolicies{logger: logger, reg: reg, rep: rep}
 	return []l7.Option{
 		l7.WithListenerConnWrapper(wrap),
 		l7.WithPreRouting(bodyLimit),
 		l7.WithPreRouting(normalize),
+		l7.WithFastPathCheck(fastCheck),
 		l7.WithMiddleware("policy", rp.middleware),
 	}
 }
@@ -256,7 +265,7 @@ func perListener(cfg *config.L7, rt *config.Route, next http.Handler,
 	key func(config.Policy) any,
 	build func(config.Policy, http.Handler) (http.Handler, []io.Closer, error),
 ) (http.Handler, error) {
-	d := &listenerDispatch{chains: map[string]http.Handler{}}
+	d := &listenerDispatch{chains: map[string]http.Handler{}, next: next}
 	built := map[any]http.Handler{}
 	applied := false
 	chainFor := func(p config.Policy) (http.Handler, error) {
@@ -269,9 +278,8 @@ func perListener(cfg *config.L7, rt *config.Route, next http.Handler,
 			return nil, err
 		}
 		d.closers = append(d.closers, closers...)
-		if h == nil {
-			h = next
-		} else {
+		// A nil chain stands for next.
+		if h != nil {
 			applied = true
 		}
 		built[k] = h
@@ -306,19 +314,49 @@ func perListener(cfg *config.L7, rt *config.Route, next http.Handler,
 // listenerDispatch picks a route's policy chain by the listener that
 // accepted the request.
 type listenerDispatch struct {
-	chains   map[string]http.Handler // by listener name
+	// chains holds the chain of each listener by name, nil for a listener
+	// whose policy has nothing for the route, which then goes to next.
+	chains   map[string]http.Handler
 	fallback http.Handler
 	closers  []io.Closer
+	next     http.Handler
+}
+
+// chain returns the handler for requests on the named listener.
+func (d *listenerDispatch) chain(listener string) http.Handler {
+	h, ok := d.chains[listener]
+	if !ok {
+		h = d.fallback
+	}
+	if h == nil {
+		return d.next
+	}
+	return h
+}
+
+// PassThrough implements passthrough.Handler for the L7 fast path: the
+// request passes when the listener's chain is next itself, or passes
+// through the chain.
+func (d *listenerDispatch) PassThrough(r *passthrough.Request) (http.Handler, func(int, passthrough.Head), bool) {
+	h, ok := d.chains[r.Listener]
+	if !ok {
+		h = d.fallback
+	}
+	if h == nil {
+		return d.next, nil, true
+	}
+	if pt, ok := h.(passthrough.Handler); ok {
+		return pt.PassThrough(r)
+	}
+	return nil, nil, false
 }
 
 func (d *listenerDispatch) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h := d.fallback
+	listener := ""
 	if info := conninfo.FromRequest(r); info != nil {
-		if c, ok := d.chains[info.Listener]; ok {
-			h = c
-		}
+		listener = info.Listener
 	}
-	h.ServeHTTP(w, r)
+	d.chain(listener).ServeHTTP(w, r)
 }
 
 // Close releases the rate limiters of every chain.

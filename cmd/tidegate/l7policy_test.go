@@ -35,8 +35,8 @@ func TestRequestPoliciesExample(t *testing.T) {
 		t.Fatal(err)
 	}
 	opts := append(l7PolicyBeforeCache(slog.New(slog.DiscardHandler), nil), l7PolicyAfterCache(slog.New(slog.DiscardHandler), nil)...)
-	if len(opts) != 5 {
-		t.Fatalf("got %d options, want 5", len(opts))
+	if len(opts) != 6 {
+		t.Fatalf("got %d options, want 6", len(opts))
 	}
 	rp := &requestPolicies{logger: slog.New(slog.DiscardHandler)}
 	for i := range f.L7.Routes {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tidegate/tidegate/l7/passthrough"
 	"github.com/tidegate/tidegate/shared/config"
 )
 
@@ -205,15 +206,29 @@ func (c *Cache) Middleware(p RoutePolicy, next http.Handler) http.Handler {
 // the entries that other routes stored for its URI, Location and
 // Content-Location (RFC 9111 section 4.4).
 func (c *Cache) Invalidator(next http.Handler) http.Handler {
-	h := &handler{c: c, next: next}
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch r.Method {
-		case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
-			next.ServeHTTP(w, r)
-		default:
-			h.invalidateAfter(w, r, false)
-		}
-	})
+	return &invalidator{h: &handler{c: c, next: next}}
+}
+
+// invalidator passes safe requests through and invalidates after unsafe
+// ones. See [Cache.Invalidator].
+type invalidator struct{ h *handler }
+
+func (iv *invalidator) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		iv.h.next.ServeHTTP(w, r)
+	default:
+		iv.h.invalidateAfter(w, r, false)
+	}
+}
+
+// PassThrough implements [passthrough.Handler]: GET and HEAD requests
+// reach the next handler untouched.
+func (iv *invalidator) PassThrough(r *passthrough.Request) (http.Handler, func(int, passthrough.Head), bool) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		return nil, nil, false
+	}
+	return iv.h.next, nil, true
 }
 
 // Resize changes the memory budget, for a configuration reload, evicting

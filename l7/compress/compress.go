@@ -15,6 +15,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/tidegate/tidegate/l7/passthrough"
 	"github.com/tidegate/tidegate/shared/config"
 )
 
@@ -144,20 +145,52 @@ func zstdLevel(level int) zstd.EncoderLevel {
 // accepts an offered encoding and the response qualifies: see the package
 // documentation for the rules.
 func (c *Compressor) Middleware(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method == http.MethodHead || r.Header.Get("Range") != "" {
-			next.ServeHTTP(w, r)
-			return
-		}
-		cw := &responseWriter{
-			ResponseWriter: w,
-			c:              c,
-			r:              r,
-			encoding:       Negotiate(r.Header.Values("Accept-Encoding"), c.prefs),
-		}
-		defer cw.finish()
-		next.ServeHTTP(cw, r)
-	})
+	m := &middleware{c: c, next: next}
+	m.vary = m.addVaryIfCompressible
+	return m
+}
+
+type middleware struct {
+	c    *Compressor
+	next http.Handler
+	// vary is m.addVaryIfCompressible, bound once so that PassThrough
+	// does not allocate.
+	vary func(int, passthrough.Head)
+}
+
+func (m *middleware) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodHead || r.Header.Get("Range") != "" {
+		m.next.ServeHTTP(w, r)
+		return
+	}
+	cw := &responseWriter{
+		ResponseWriter: w,
+		c:              m.c,
+		r:              r,
+		encoding:       Negotiate(r.Header.Values("Accept-Encoding"), m.c.prefs),
+	}
+	defer cw.finish()
+	m.next.ServeHTTP(cw, r)
+}
+
+// PassThrough implements [passthrough.Handler]. HEAD and range requests
+// pass untouched. A request that accepts none of the configured encodings
+// passes too, and its response gains only the Vary field that a
+// compressible response gets.
+func (m *middleware) PassThrough(r *passthrough.Request) (http.Handler, func(int, passthrough.Head), bool) {
+	if r.Method == http.MethodHead || len(r.Values("Range")) > 0 {
+		return m.next, nil, true
+	}
+	if Negotiate(r.Values("Accept-Encoding"), m.c.prefs) != "" {
+		return nil, nil, false
+	}
+	return m.next, m.vary, true
+}
+
+func (m *middleware) addVaryIfCompressible(status int, h passthrough.Head) {
+	if m.c.compressible(status, h) {
+		addVary(h)
+	}
 }
 
 // typeAllowed reports whether the media type of a Content-Type value
@@ -266,9 +299,15 @@ func (w *responseWriter) decide() {
 }
 
 func (w *responseWriter) eligible(h http.Header) bool {
+	return w.c.compressible(w.status, h)
+}
+
+// compressible reports whether a response with this status and head may
+// be compressed, whatever the request accepts.
+func (c *Compressor) compressible(status int, h passthrough.Head) bool {
 	switch {
-	case w.status < 200, w.status == http.StatusNoContent, w.status == http.StatusNotModified,
-		w.status == http.StatusPartialContent:
+	case status < 200, status == http.StatusNoContent, status == http.StatusNotModified,
+		status == http.StatusPartialContent:
 		return false
 	case h.Get("Content-Range") != "":
 		return false
@@ -288,7 +327,7 @@ func (w *responseWriter) eligible(h http.Header) bool {
 	if mt, _, _ := mime.ParseMediaType(ct); mt == "text/event-stream" {
 		return false
 	}
-	return w.c.typeAllowed(ct)
+	return c.typeAllowed(ct)
 }
 
 func (w *responseWriter) startIdentity() {
@@ -402,7 +441,7 @@ func (w *responseWriter) finish() {
 	}
 }
 
-func addVary(h http.Header) {
+func addVary(h passthrough.Head) {
 	for _, v := range h.Values("Vary") {
 		if hasToken(v, "accept-encoding") || hasToken(v, "*") {
 			return

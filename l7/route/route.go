@@ -91,20 +91,27 @@ func (t *Table) Routes() []*Route { return t.routes }
 // Match returns the first route that r meets, or nil when none does, in
 // which case the caller responds with 404.
 func (t *Table) Match(r *http.Request) *Route {
-	host := NormalizeHost(r.Host)
+	return t.MatchParts(r.Host, r.URL.Path, r.Method, func(name string) []string { return r.Header[name] })
+}
+
+// MatchParts is [Table.Match] for a request that is not an *http.Request:
+// host is the Host header, path the decoded path, and values returns the
+// values of the header with the given canonical name. values is called only
+// for routes that match on headers.
+func (t *Table) MatchParts(host, path, method string, values func(name string) []string) *Route {
+	host = NormalizeHost(host)
 	for _, rt := range t.routes {
-		if rt.matches(r, host) {
+		if rt.matches(host, path, method, values) {
 			return rt
 		}
 	}
 	return nil
 }
 
-func (rt *Route) matches(r *http.Request, host string) bool {
+func (rt *Route) matches(host, path, method string, values func(string) []string) bool {
 	if !rt.matchHost(host) {
 		return false
 	}
-	path := r.URL.Path
 	switch {
 	case rt.path != "" && path != rt.path:
 		return false
@@ -113,11 +120,11 @@ func (rt *Route) matches(r *http.Request, host string) bool {
 	case rt.pathRegex != nil && !rt.pathRegex.MatchString(path):
 		return false
 	}
-	if len(rt.methods) > 0 && !contains(rt.methods, r.Method) {
+	if len(rt.methods) > 0 && !contains(rt.methods, method) {
 		return false
 	}
 	for _, h := range rt.headers {
-		if !contains(r.Header[h.name], h.value) {
+		if !contains(values(h.name), h.value) {
 			return false
 		}
 	}

@@ -77,6 +77,10 @@ type Pool struct {
 	inFlight        atomic.Int64
 	retriesInFlight atomic.Int64
 	closeOnce       sync.Once
+
+	// direct holds the idle connections of requests forwarded without the
+	// transport (see [Pool.DirectConn]).
+	direct directIdle
 }
 
 // Option configures [New].
@@ -237,6 +241,7 @@ func (p *Pool) newChecker(b *Backend, hc *config.HealthCheck) *health.Checker {
 // from the backend's current state: up for a new pool, or what
 // [Pool.Inherit] copied.
 func (p *Pool) Start() {
+	p.direct.startExpiry(p.now, p.cfg.IdleTimeout.D())
 	hc := p.cfg.HealthCheck
 	if hc == nil {
 		return
@@ -259,6 +264,7 @@ func (p *Pool) Close() {
 		if t, ok := p.transport.(interface{ CloseIdleConnections() }); ok {
 			t.CloseIdleConnections()
 		}
+		p.direct.close()
 	})
 }
 

@@ -39,6 +39,11 @@ type Listener struct {
 
 	// Limits bounds request framing on this listener.
 	Limits RequestLimits `yaml:"limits"`
+	// FastPath, on by default, forwards plain HTTP/1.1 GET and HEAD
+	// requests without the general HTTP server where the route allows it
+	// (see docs/operations.md). false sends every request through the
+	// general server.
+	FastPath *bool `yaml:"fast_path"`
 	// Policy is the default policy of every route served here.
 	Policy *Policy `yaml:"policy"`
 }
@@ -174,6 +179,10 @@ const (
 	DefaultRetryBudgetPercent    = 20
 	DefaultRetryMinConcurrency   = 3
 )
+
+// FastPathEnabled reports whether the listener uses the HTTP/1.1 fast
+// path: true unless fast_path is false.
+func (l *Listener) FastPathEnabled() bool { return l.FastPath == nil || *l.FastPath }
 
 // BackendWeight returns the backend's weight, 1 when unset.
 func (b Backend) BackendWeight() int {
