@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
-	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -237,11 +236,6 @@ func (c *fastConn) readHead(ls *listenerSettings) ([]byte, error) {
 			c.idle.Store(false)
 			return nil, err
 		}
-		// The client has just read the last response, so its next
-		// request is rarely here yet and a read now would fail with
-		// EAGAIN and park. Running the other ready connections first
-		// often lets the request arrive, which saves that read.
-		runtime.Gosched()
 		_, err := c.br.Peek(1)
 		c.idle.Store(false)
 		if err != nil {
@@ -590,8 +584,6 @@ func (c *fastConn) sendHead(x *fastExchange, pool *upstream.Pool, bc *upstream.D
 	if _, err := bc.Write(x.out); err != nil {
 		return err
 	}
-	// As in readHead: give the backend time to respond before the read.
-	runtime.Gosched()
 	head, err := readResponseHead(bc.R)
 	if err != nil && isTimeout(err) && (headBy.IsZero() || time.Now().Before(headBy)) {
 		_ = bc.SetDeadline(headBy)
