@@ -290,6 +290,18 @@ type fastExchange struct {
 	sum    requestSummary
 }
 
+// release returns x to its pool, without the buffers that a large
+// response head grew, so the pool does not keep them.
+func (x *fastExchange) release() {
+	if cap(x.out) > 64<<10 {
+		x.out = nil
+	}
+	if cap(x.resp.fields) > 4*maxFastFields {
+		x.resp.fields = nil
+	}
+	fastStates.Put(x)
+}
+
 // Reasons for handing a connection to net/http, for the handoff metric.
 const (
 	handOffRequest     = "request"     // not a plain GET or HEAD
@@ -305,7 +317,7 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, h
 	start := time.Now()
 	s := c.l.server
 	x := fastStates.Get().(*fastExchange)
-	defer fastStates.Put(x)
+	defer x.release()
 	req := &x.req
 	if !ls.cfg.FastPathEnabled() || containsAddr(ls.trustedForwarders, c.info.Client.Addr()) {
 		return false, handOffSettings
@@ -567,7 +579,7 @@ func (c *fastConn) sendHead(x *fastExchange, pool *upstream.Pool, bc *upstream.D
 	if _, err := bc.Write(x.out); err != nil {
 		return err
 	}
-	head, err := readResponseHead(bc.R)
+	head, err := readResponseHead(bc)
 	if err != nil && isTimeout(err) && (headBy.IsZero() || time.Now().Before(headBy)) {
 		_ = bc.SetDeadline(headBy)
 		head, err = c.readHeadWatching(bc)
@@ -594,7 +606,7 @@ func (c *fastConn) readHeadWatching(bc *upstream.DirectConn) ([]byte, error) {
 		}
 		done <- err
 	}()
-	head, err := readResponseHead(bc.R)
+	head, err := readResponseHead(bc)
 	// Stop the watch, and wait for it so the read buffer has one user.
 	_ = c.conn.SetReadDeadline(time.Unix(1, 0))
 	<-done
@@ -604,15 +616,29 @@ func (c *fastConn) readHeadWatching(bc *upstream.DirectConn) ([]byte, error) {
 	return head, err
 }
 
-// readResponseHead returns the next response head in r's buffer.
-func readResponseHead(r *bufio.Reader) ([]byte, error) {
+// maxResponseHead is the largest response head the fast path reads, the
+// default limit of net/http's transport, which serves the same backends
+// with fast_path off. Larger heads get 502 on both paths.
+const maxResponseHead = 10 << 20
+
+// readResponseHead returns the next response head in bc's read buffer,
+// growing the buffer for a head that does not fit.
+func readResponseHead(bc *upstream.DirectConn) ([]byte, error) {
+	// scanned is where the search for the end of the head resumes. A
+	// line end in the last two bytes searched may start the blank line.
+	scanned := 0
 	for {
+		r := bc.R
 		buf, _ := r.Peek(r.Buffered())
-		if n := headEnd(buf); n >= 0 {
-			return buf[:n], nil
+		if n := headEnd(buf[scanned:]); n >= 0 {
+			return buf[:scanned+n], nil
 		}
+		scanned = max(0, len(buf)-2)
 		if len(buf) == r.Size() {
-			return nil, errors.New("response head from backend larger than " + strconv.Itoa(r.Size()) + " bytes")
+			if !bc.GrowReader(maxResponseHead) {
+				return nil, errors.New("response head from backend larger than " + strconv.Itoa(maxResponseHead) + " bytes")
+			}
+			r = bc.R
 		}
 		if _, err := r.Peek(len(buf) + 1); err != nil {
 			if len(buf) > 0 && errors.Is(err, io.EOF) {
@@ -644,7 +670,7 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 		if err := bw.Flush(); err != nil {
 			return c.clientFailed(x, bc, err)
 		}
-		h, err := readResponseHead(bc.R)
+		h, err := readResponseHead(bc)
 		if err == nil {
 			err = parseResponse(h, resp)
 		}

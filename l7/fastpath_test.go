@@ -322,7 +322,7 @@ func TestFastPathResponseFraming(t *testing.T) {
 		"/bad-status":      "HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok",
 		"/switching":       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
 		"/short-body":      "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
-		"/huge-head":       "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\nContent-Length: 2\r\n\r\nok",
+		"/huge-head":       "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 11<<20) + "\r\nContent-Length: 2\r\n\r\nok",
 	}
 	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
 		for {

@@ -2,7 +2,9 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -185,10 +187,31 @@ func (p *Pool) dialDirect(ctx context.Context, b *Backend) (*DirectConn, error) 
 	return dc, nil
 }
 
+// GrowReader replaces R with a reader twice its size, at most max bytes,
+// that first returns the bytes R holds. It reports false when R already
+// has max bytes. [Pool.ReleaseDirect] returns the connection to the
+// default size.
+func (c *DirectConn) GrowReader(max int) bool {
+	size := c.R.Size()
+	if size >= max {
+		return false
+	}
+	held, _ := c.R.Peek(c.R.Buffered())
+	held = bytes.Clone(held)
+	c.R = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(held), c.Conn), min(2*size, max))
+	return true
+}
+
 // ReleaseDirect returns c to the idle connections when reusable is true
 // and there is room, and closes it otherwise.
 func (p *Pool) ReleaseDirect(c *DirectConn, reusable bool) {
 	if reusable && c.R.Buffered() == 0 {
+		if c.R.Size() > directReadBuffer {
+			// The larger buffer read a head that did not fit, and
+			// the held bytes are gone from it (the first read took
+			// them whole), so a new reader loses nothing.
+			c.R = bufio.NewReaderSize(c.Conn, directReadBuffer)
+		}
 		// Deadlines set for the exchange must not fire on an idle
 		// connection.
 		if err := c.SetDeadline(time.Time{}); err == nil {
