@@ -1,0 +1,240 @@
+//go:build integration
+
+package integration
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tidegate/tidegate/shared/echo"
+)
+
+// TestL7FastPathReloadUnderLoad flips fast_path and the route's upstream
+// with SIGHUP while keep-alive clients send requests without pause. Every
+// request must succeed: a connection that the fast path serves moves to
+// net/http at its next request after fast_path goes off, and back for new
+// connections after it comes on.
+func TestL7FastPathReloadUnderLoad(t *testing.T) {
+	dir := t.TempDir()
+	a, _ := startEcho(t, "a")
+	b, _ := startEcho(t, "b")
+	addr := freeAddr(t)
+	body := func(target string, fast bool) string {
+		return fmt.Sprintf(`listeners:
+  - name: edge
+    address: %s
+    fast_path: %v
+routes:
+  - name: all
+    upstream: %s
+upstreams:
+  - name: a
+    backends:
+      - address: %s
+  - name: b
+    backends:
+      - address: %s
+`, addr, fast, target, a, b)
+	}
+	l7 := startL7(t, dir, body("a", true))
+	header, err := os.ReadFile(l7.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prefix, _, _ := strings.Cut(string(header), "l7:\n")
+	reloads := 0
+	rewrite := func(l7Body string) {
+		t.Helper()
+		if err := os.WriteFile(l7.config, []byte(prefix+"l7:\n"+indent(l7Body, 2)+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := l7.signal(syscall.SIGHUP); err != nil {
+			t.Fatal(err)
+		}
+		reloads++
+		eventually(t, 5*time.Second, "reload applied", func() bool {
+			return strings.Count(l7.out.String(), `msg="config reloaded"`) >= reloads
+		})
+	}
+
+	var stop atomic.Bool
+	var requests, failures atomic.Int64
+	var seen sync.Map
+	var wg sync.WaitGroup
+	var firstErr atomic.Value
+	for range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tr := &http.Transport{MaxIdleConnsPerHost: 1}
+			defer tr.CloseIdleConnections()
+			c := &http.Client{Transport: tr, Timeout: 10 * time.Second}
+			// Bounded: at most 5000 requests per client.
+			for i := 0; i < 5000 && !stop.Load(); i++ {
+				resp, err := c.Get("http://" + addr + "/load")
+				if err != nil {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, err.Error())
+					continue
+				}
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				requests.Add(1)
+				if err != nil || resp.StatusCode != http.StatusOK {
+					failures.Add(1)
+					firstErr.CompareAndSwap(nil, fmt.Sprintf("status %d, body %q, err %v", resp.StatusCode, b, err))
+					continue
+				}
+				var got echo.Request
+				if err := json.Unmarshal(b, &got); err == nil {
+					seen.Store(got.Backend, true)
+				}
+			}
+		}()
+	}
+	// A connection that moved to net/http stays there, so the clients
+	// start on the fast path before the first reload turns it off.
+	eventually(t, 10*time.Second, "requests on the fast path", func() bool {
+		v, _ := metricValue(t, l7.admin, `tidegate_l7_fast_path_requests_total{listener="edge"}`)
+		return v >= 20
+	})
+	for i, step := range []struct {
+		target string
+		fast   bool
+	}{{"b", false}, {"a", true}, {"b", true}, {"a", false}, {"b", true}} {
+		rewrite(body(step.target, step.fast))
+		n := requests.Load()
+		eventually(t, 10*time.Second, fmt.Sprintf("requests flow after reload %d", i), func() bool {
+			return requests.Load() > n+20
+		})
+	}
+	stop.Store(true)
+	wg.Wait()
+
+	if n := failures.Load(); n > 0 {
+		t.Errorf("%d of %d requests failed across reloads, first: %v", n, requests.Load(), firstErr.Load())
+	}
+	for _, name := range []string{"a", "b"} {
+		if _, ok := seen.Load(name); !ok {
+			t.Errorf("no response from backend %s", name)
+		}
+	}
+	fast, _ := metricValue(t, l7.admin, `tidegate_l7_fast_path_requests_total{listener="edge"}`)
+	if fast == 0 {
+		t.Errorf("the fast path served no request of %d", requests.Load())
+	}
+	if v, _ := metricValue(t, l7.admin, `tidegate_l7_fast_path_handoffs_total{listener="edge",reason="settings"}`); v == 0 {
+		t.Error("no connection moved to net/http when fast_path went off")
+	}
+}
+
+// TestL7FastPathDrainPipelined sends SIGTERM while keep-alive connections
+// on the fast path have pipelined requests in flight. Each connection must
+// end between responses: every response that starts arrives whole, and
+// the proxy exits once the backends have answered.
+func TestL7FastPathDrainPipelined(t *testing.T) {
+	dir := t.TempDir()
+	release := make(chan struct{})
+	var started atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/slow" {
+			started.Add(1)
+			<-release
+		}
+		_, _ = io.WriteString(w, strings.Repeat("x", 1000))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+
+	addr := freeAddr(t)
+	l7 := startL7(t, dir, fmt.Sprintf(`listeners:
+  - name: edge
+    address: %s
+routes:
+  - name: all
+    upstream: web
+upstreams:
+  - name: web
+    backends:
+      - address: %s
+`, addr, ln.Addr()), "shutdown_delay: 0s")
+
+	const conns = 4
+	pipeline := "GET /a HTTP/1.1\r\nHost: d\r\n\r\nGET /slow HTTP/1.1\r\nHost: d\r\n\r\nGET /b HTTP/1.1\r\nHost: d\r\n\r\nGET /c HTTP/1.1\r\nHost: d\r\n\r\n"
+	type result struct {
+		complete int
+		err      error
+	}
+	results := make(chan result, conns)
+	for range conns {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if _, err := io.WriteString(c, pipeline); err != nil {
+			t.Fatal(err)
+		}
+		go func() {
+			_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+			r := bufio.NewReader(c)
+			n := 0
+			for {
+				resp, err := http.ReadResponse(r, nil)
+				if err != nil {
+					// The connection may end only before a response.
+					if err == io.EOF || strings.Contains(err.Error(), "connection reset") && n > 0 {
+						results <- result{n, nil}
+					} else {
+						results <- result{n, err}
+					}
+					return
+				}
+				b, err := io.ReadAll(resp.Body)
+				if err != nil || len(b) != 1000 {
+					results <- result{n, fmt.Errorf("response %d cut at %d bytes: %v", n+1, len(b), err)}
+					return
+				}
+				n++
+				if resp.Close {
+					results <- result{n, nil}
+					return
+				}
+			}
+		}()
+	}
+	eventually(t, 10*time.Second, "slow requests reach the backend", func() bool { return started.Load() == conns })
+	if err := l7.signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	// Let the drain start before the backends answer.
+	time.Sleep(200 * time.Millisecond)
+	close(release)
+	for range conns {
+		r := <-results
+		if r.err != nil {
+			t.Errorf("connection ended badly after %d responses: %v", r.complete, r.err)
+		}
+		if r.complete < 2 {
+			t.Errorf("connection got %d responses, want at least the two sent before the drain", r.complete)
+		}
+	}
+	if !l7.wait(15 * time.Second) {
+		t.Fatal("proxy did not exit after the drain")
+	}
+}
