@@ -224,10 +224,6 @@ func (c *fastConn) readHead(ls *listenerSettings) ([]byte, error) {
 	cfg := &ls.cfg
 	if c.br.Buffered() == 0 {
 		c.idle.Store(true)
-		if c.l.fast.draining.Load() {
-			c.idle.Store(false)
-			return nil, net.ErrClosed
-		}
 		idle := cfg.IdleTimeout.D()
 		if idle == 0 {
 			idle = cfg.ReadTimeout.D()
@@ -235,6 +231,17 @@ func (c *fastConn) readHead(ls *listenerSettings) ([]byte, error) {
 		if err := c.conn.SetReadDeadline(deadline(idle)); err != nil {
 			c.idle.Store(false)
 			return nil, err
+		}
+		// The drain check comes after the deadline is set. A drain
+		// that starts before the check sees idle set and moves the
+		// deadline to the past after this line, and one that starts
+		// later is seen here. Checked first, a drain starting between
+		// the check and the deadline would have its wake-up
+		// overwritten, and the connection would hold the drain for its
+		// idle timeout.
+		if c.l.fast.draining.Load() {
+			c.idle.Store(false)
+			return nil, net.ErrClosed
 		}
 		_, err := c.br.Peek(1)
 		c.idle.Store(false)
