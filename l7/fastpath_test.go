@@ -337,7 +337,9 @@ func TestFastPathResponseFraming(t *testing.T) {
 			}
 		}
 	})
-	_, addrs := startL7(t, fmt.Sprintf(oneListener, addr))
+	// Reading the 11 MiB head takes seconds under the race detector on a
+	// loaded machine, so the head timeout is longer than the shared one.
+	_, addrs := startL7(t, strings.Replace(fmt.Sprintf(oneListener, addr), "response_header_timeout: 2s", "response_header_timeout: 30s", 1))
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 
