@@ -628,6 +628,65 @@ func (c *fastConn) readHeadWatching(bc *upstream.DirectConn) ([]byte, error) {
 // with fast_path off. Larger heads get 502 on both paths.
 const maxResponseHead = 10 << 20
 
+// bodyWatch watches the client connection while a response body is
+// relayed, once the body has taken watchDelay, as readHeadWatching does
+// for the head. A client that closes its connection cuts the backend read
+// short, so the backend request ends instead of waiting on a stalled
+// backend.
+type bodyWatch struct {
+	c     *fastConn
+	bc    *upstream.DirectConn
+	timer *time.Timer
+	gone  atomic.Bool
+
+	mu      sync.Mutex
+	started bool
+	stopped bool
+	done    chan struct{}
+}
+
+func (c *fastConn) watchBody(bc *upstream.DirectConn) *bodyWatch {
+	w := &bodyWatch{c: c, bc: bc}
+	w.timer = time.AfterFunc(watchDelay, w.start)
+	return w
+}
+
+func (w *bodyWatch) start() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	w.started = true
+	w.done = make(chan struct{})
+	_ = w.c.conn.SetReadDeadline(time.Time{})
+	go func() {
+		defer close(w.done)
+		// Bytes the client sends (a pipelined request) stay in the
+		// read buffer and end the watch.
+		_, err := w.c.br.Peek(1)
+		if err != nil && !isTimeout(err) {
+			w.gone.Store(true)
+			_ = w.bc.SetReadDeadline(time.Unix(1, 0))
+		}
+	}()
+}
+
+// stop ends the watch, waiting for its goroutine so that the client read
+// buffer has one user again, and reports whether the client went away.
+func (w *bodyWatch) stop() bool {
+	w.timer.Stop()
+	w.mu.Lock()
+	w.stopped = true
+	started := w.started
+	w.mu.Unlock()
+	if started {
+		_ = w.c.conn.SetReadDeadline(time.Unix(1, 0))
+		<-w.done
+	}
+	return w.gone.Load()
+}
+
 // readResponseHead returns the next response head in bc's read buffer,
 // growing the buffer for a head that does not fit.
 func readResponseHead(bc *upstream.DirectConn) ([]byte, error) {
@@ -703,6 +762,12 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 		return c.clientFailed(x, bc, err)
 	}
 
+	// A body that is not all here yet may take long, and a client that
+	// leaves meanwhile must end the backend request.
+	var watch *bodyWatch
+	if !noBody && (resp.contentLength < 0 || int64(bc.R.Buffered()) < resp.contentLength) {
+		watch = c.watchBody(bc)
+	}
 	var err error
 	var clientErr bool
 	switch {
@@ -713,6 +778,9 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 		err, clientErr = c.copyChunked(x, bc.R, bw)
 	default:
 		err, clientErr = c.copyUntilClose(x, bc.R, bw)
+	}
+	if watch != nil && watch.stop() && err != nil {
+		err, clientErr = errClientGone, true
 	}
 	if err != nil {
 		_ = bc.Close()

@@ -319,24 +319,7 @@ func TestFastPathAttackClientGone(t *testing.T) {
 			t.Fatalf("%s: backend request not abandoned after the client left", listener)
 		}
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		b, _ := os.ReadFile(logPath)
-		lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-		n := 0
-		for _, l := range lines {
-			if strings.Contains(l, `"status":499`) && strings.Contains(l, "/slow-") {
-				n++
-			}
-		}
-		if n == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("access log has %d lines with 499, want 2:\n%s", n, b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitForLog(t, logPath, `"status":499`, "/slow-", 2)
 }
 
 // TestReadResponseHeadInPieces feeds response heads around and above the
@@ -380,5 +363,70 @@ func TestReadResponseHeadInPieces(t *testing.T) {
 			proxySide.Close()
 			backendSide.Close()
 		}
+	}
+}
+
+// TestFastPathAttackClientGoneMidBody closes the client connection after
+// the first body bytes while the backend stalls in the middle of the
+// body. The backend connection must be closed, as net/http does when the
+// request's context ends, instead of waiting for the stalled backend.
+func TestFastPathAttackClientGoneMidBody(t *testing.T) {
+	backendGone := make(chan string, 2)
+	sent := make(chan struct{}, 2)
+	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
+		if readRequestHead(r) == "" {
+			return
+		}
+		_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nfirst part")
+		sent <- struct{}{}
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err := r.ReadByte()
+		backendGone <- fmt.Sprint(err)
+	})
+	logPath := filepath.Join(t.TempDir(), "access.log")
+	yaml := strings.Replace(fmt.Sprintf(twoListeners, addr), `access_log: {path: "off"}`, "access_log: {path: "+logPath+"}", 1)
+	_, addrs := startL7(t, yaml)
+	for _, listener := range []string{"general", "fast"} {
+		c, err := net.Dial("tcp", addrs[listener])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.WriteString(c, "GET /stall HTTP/1.1\r\nHost: stall.test\r\n\r\n")
+		<-sent
+		// Let the proxy relay what it has before the client leaves.
+		time.Sleep(100 * time.Millisecond)
+		c.Close()
+		select {
+		case got := <-backendGone:
+			if !strings.Contains(got, "EOF") && !strings.Contains(got, "reset") {
+				t.Errorf("%s: backend read after client close: %s, want EOF", listener, got)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("%s: backend connection kept open after the client left mid-body", listener)
+		}
+	}
+	waitForLog(t, logPath, `"status":499`, "/stall", 2)
+}
+
+// waitForLog waits until the access log at path has want lines that
+// contain both status and path.
+func waitForLog(t *testing.T, path, status, target string, want int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		n := 0
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.Contains(l, status) && strings.Contains(l, target) {
+				n++
+			}
+		}
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("access log has %d lines with %s for %s, want %d:\n%s", n, status, target, want, b)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
