@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -428,5 +429,171 @@ func waitForLog(t *testing.T, path, status, target string, want int) {
 			t.Fatalf("access log has %d lines with %s for %s, want %d:\n%s", n, status, target, want, b)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// TestFastPathAttackOddRequests sends request heads that parsers disagree
+// on to a fast-path listener and a net/http one, each followed by a plain
+// pipelined request, and checks that both give the same statuses and that
+// the backend sees the same requests. A difference would mean the fast
+// path took a request that net/http frames or routes otherwise.
+func TestFastPathAttackOddRequests(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string][]string{}
+	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
+		for {
+			req, err := http.ReadRequest(r)
+			if err != nil {
+				return
+			}
+			body, _ := io.ReadAll(req.Body)
+			port := req.Header.Get("X-Forwarded-Port")
+			mu.Lock()
+			seen[port] = append(seen[port], fmt.Sprintf("%s %s host=%q body=%q", req.Method, req.RequestURI, req.Host, body))
+			mu.Unlock()
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	_, addrs := startL7(t, fmt.Sprintf(twoListeners, addr))
+	const next = "GET /next HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n"
+	heads := []string{
+		"GET /a HTTP/1.1\r\nHost: a\r\nX-Fold: one\r\n two\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a, b\r\n\r\n",
+		"GET http://a/x HTTP/1.1\r\nHost: b\r\n\r\n",
+		"GET /a HTTP/1.1\nHost: a\n\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nX: a\x00b\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nX: a\rb\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: 0, 0\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nabc",
+		"GET /a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"\r\nGET /a HTTP/1.1\r\nHost: a\r\n\r\n",
+		"get /a HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /a HTTP/1.10\r\nHost: a\r\n\r\n",
+		"GET /a HTTP/1.0\r\nHost: a\r\nConnection: keep-alive\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost : a\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nX: \x7f\r\n\r\n",
+		"GET /a%2e%2e/b?q=%zz HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /a/../b HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET //a HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /a#frag HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close, x-drop\r\nX-Drop: 1\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nExpect: 100-continue\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: A.Example:80\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost:\r\n\r\n",
+		"GET /a HTTP/1.1\r\n\r\n",
+		"HEAD /a HTTP/1.1\r\nHost: a\r\n\r\n",
+		"GET /a HTTP/1.1\r\nHost: a\r\nX-Long: " + strings.Repeat("l", 5000) + "\r\n\r\n",
+	}
+	statuses := func(out string) []string {
+		var got []string
+		r := bufio.NewReader(strings.NewReader(out))
+		for {
+			resp, err := http.ReadResponse(r, nil)
+			if err != nil {
+				return got
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			got = append(got, resp.Status)
+		}
+	}
+	for _, head := range heads {
+		mu.Lock()
+		clear(seen)
+		mu.Unlock()
+		var got [2][]string
+		for i, listener := range []string{"general", "fast"} {
+			got[i] = statuses(rawExchange(t, addrs[listener], head+next, 2*time.Second))
+		}
+		if fmt.Sprint(got[0]) != fmt.Sprint(got[1]) {
+			t.Errorf("%q: net/http gave %v, the fast path %v", head, got[0], got[1])
+		}
+		mu.Lock()
+		var backend [2][]string
+		for port, reqs := range seen {
+			i := 0
+			if strings.HasSuffix(addrs["fast"], ":"+port) {
+				i = 1
+			}
+			backend[i] = reqs
+		}
+		mu.Unlock()
+		if fmt.Sprint(backend[0]) != fmt.Sprint(backend[1]) {
+			t.Errorf("%q: backend saw %v from net/http, %v from the fast path", head, backend[0], backend[1])
+		}
+	}
+}
+
+// TestFastPathAttackBackendDown sends requests to a pool with a backend
+// that refuses connections and one retry, and then fills max_requests with
+// a slow request. Both paths must retry to the live backend and answer
+// 503 beyond max_requests.
+func TestFastPathAttackBackendDown(t *testing.T) {
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close()
+	release := make(chan struct{})
+	slowStarted := make(chan struct{}, 1)
+	live := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
+		for {
+			line := readRequestHead(r)
+			if line == "" {
+				return
+			}
+			if strings.Contains(line, "/slow") {
+				slowStarted <- struct{}{}
+				<-release
+			}
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	yaml := fmt.Sprintf(`
+  access_log: {path: "off"}
+  listeners:
+    - name: fast
+      address: 127.0.0.1:0
+    - name: general
+      address: 127.0.0.2:0
+      fast_path: false
+  routes:
+    - name: all
+      match: {path_prefix: /}
+      upstream: web
+  upstreams:
+    - name: web
+      balance: round_robin
+      retries: 1
+      max_requests: 1
+      backends: [{address: %q}, {address: %q}]
+`, deadAddr, live)
+	_, addrs := startL7(t, yaml)
+	for _, listener := range []string{"general", "fast"} {
+		for i := range 4 {
+			resp, body, err := attackGet(t, addrs[listener], "GET", "/", nil)
+			if err != nil || resp.StatusCode != 200 || body != "ok" {
+				t.Errorf("%s request %d with a dead backend: %v %q %v, want 200 ok", listener, i, resp, body, err)
+			}
+		}
+	}
+	for _, listener := range []string{"general", "fast"} {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			_, _, _ = attackGet(t, addrs[listener], "GET", "/slow", nil)
+		}()
+		<-slowStarted
+		resp, _, err := attackGet(t, addrs[listener], "GET", "/", nil)
+		if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+			t.Errorf("%s request beyond max_requests: %v %v, want 503", listener, resp, err)
+		}
+		release <- struct{}{}
+		<-done
 	}
 }
