@@ -238,3 +238,144 @@ upstreams:
 		t.Fatal("proxy did not exit after the drain")
 	}
 }
+
+// TestL7FastPathPoliciesStillApply configures access rules, a rate limit,
+// rewrites, a redirect, compression and caching on routes, and sends the
+// same GET requests to a listener with the fast path and one without.
+// Every policy must act the same on both, which means the fast path hands
+// those requests to net/http.
+func TestL7FastPathPoliciesStillApply(t *testing.T) {
+	dir := t.TempDir()
+	web, _ := startEcho(t, "web")
+	fastAddr, generalAddr := freeAddr(t), freeAddr(t)
+	l7 := startL7(t, dir, fmt.Sprintf(`listeners:
+  - name: fast
+    address: %s
+  - name: general
+    address: %s
+    fast_path: false
+cache:
+  max_size: 16MiB
+routes:
+  - name: deny
+    match: {path_prefix: /deny/}
+    upstream: web
+    policy:
+      access:
+        allow: ["10.0.0.0/8"]
+  - name: limited
+    match: {path_prefix: /limited/}
+    upstream: web
+    policy:
+      rate_limit: {requests: 1, per: 1m, burst: 1, key: "header:X-Key"}
+  - name: rewritten
+    match: {path_prefix: /old/}
+    upstream: web
+    policy:
+      rewrite:
+        path: {replace_prefix: {from: /old, to: /new}}
+        request_headers:
+          set: {X-Added: "yes"}
+        response_headers:
+          set: {X-Response-Added: "yes"}
+  - name: redirect
+    match: {path_prefix: /moved/}
+    upstream: web
+    policy:
+      rewrite:
+        redirect: {status: 308, location: "https://elsewhere.test${request_uri}"}
+  - name: compressed
+    match: {path_prefix: /zip/}
+    upstream: web
+    policy:
+      compress:
+        encodings: [gzip]
+        min_size: 10B
+        content_types: [application/json]
+  - name: cached
+    match: {path_prefix: /cached/}
+    upstream: web
+    cache:
+      enabled: true
+      heuristic: true
+  - name: plain
+    upstream: web
+upstreams:
+  - name: web
+    backends:
+      - address: %s
+`, fastAddr, generalAddr, web), "shutdown_delay: 0s")
+	addrs := map[string]string{"fast": fastAddr, "general": generalAddr}
+
+	type outcome struct {
+		status                               int
+		location, encoding, vary, added, uri string
+	}
+	do := func(listener, path string, hdr map[string]string) outcome {
+		t.Helper()
+		req, err := http.NewRequest("GET", "http://"+addrs[listener]+path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		tr := &http.Transport{DisableCompression: true}
+		defer tr.CloseIdleConnections()
+		resp, err := tr.RoundTrip(req)
+		if err != nil {
+			t.Fatalf("%s on %s: %v", path, listener, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		o := outcome{
+			status:   resp.StatusCode,
+			location: resp.Header.Get("Location"),
+			encoding: resp.Header.Get("Content-Encoding"),
+			vary:     resp.Header.Get("Vary"),
+			added:    resp.Header.Get("X-Response-Added"),
+		}
+		var got echo.Request
+		if json.Unmarshal(b, &got) == nil {
+			o.uri = got.URI + " x-added=" + strings.Join(got.Headers["X-Added"], ",")
+		}
+		return o
+	}
+	fastBefore, _ := metricValue(t, l7.admin, `tidegate_l7_fast_path_requests_total{listener="fast"}`)
+	cases := []struct {
+		path string
+		hdr  map[string]string
+	}{
+		{"/deny/x", nil},
+		{"/old/page?q=1", nil},
+		{"/moved/a?b=c", nil},
+		{"/zip/data", map[string]string{"Accept-Encoding": "gzip"}},
+		{"/cached/item", nil},
+	}
+	for _, tc := range cases {
+		fast, general := do("fast", tc.path, tc.hdr), do("general", tc.path, tc.hdr)
+		if fast != general {
+			t.Errorf("%s: fast path listener gave %+v, net/http %+v", tc.path, fast, general)
+		}
+	}
+	if v, _ := metricValue(t, l7.admin, `tidegate_l7_fast_path_requests_total{listener="fast"}`); v != fastBefore {
+		t.Errorf("the fast path served %v policy requests, want none", v-fastBefore)
+	}
+	// The rate limit counts per key, so each listener has its own.
+	for _, listener := range []string{"fast", "general"} {
+		first := do(listener, "/limited/a", map[string]string{"X-Key": listener})
+		second := do(listener, "/limited/a", map[string]string{"X-Key": listener})
+		if first.status != 200 || second.status != http.StatusTooManyRequests {
+			t.Errorf("%s: rate limited route gave %d then %d, want 200 then 429", listener, first.status, second.status)
+		}
+	}
+	// Without Accept-Encoding the compressed route passes through, and
+	// both paths add the same Vary field.
+	fast, general := do("fast", "/zip/plain", nil), do("general", "/zip/plain", nil)
+	if fast != general || fast.vary == "" {
+		t.Errorf("/zip/plain without Accept-Encoding: fast path %+v, net/http %+v; want equal with Vary", fast, general)
+	}
+	if v, _ := metricValue(t, l7.admin, `tidegate_l7_fast_path_handoffs_total{listener="fast",reason="route"}`); v == 0 {
+		t.Error("no request on a policy route was handed to net/http")
+	}
+}
