@@ -701,3 +701,44 @@ func TestFastPathAttackBackendMisbehaves(t *testing.T) {
 		}
 	}
 }
+
+// TestFastPathAttackClientNeverReads asks for a large body and never
+// reads it. write_timeout must end the request on both paths: the client
+// connection closes and the backend connection with it.
+func TestFastPathAttackClientNeverReads(t *testing.T) {
+	backendDone := make(chan error, 2)
+	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
+		if readRequestHead(r) == "" {
+			return
+		}
+		const size = 256 << 20
+		_, _ = io.WriteString(c, fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n", size))
+		_ = c.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		buf := make([]byte, 64<<10)
+		var err error
+		for sent := 0; sent < size && err == nil; sent += len(buf) {
+			_, err = c.Write(buf)
+		}
+		backendDone <- err
+	})
+	yaml := strings.Replace(fmt.Sprintf(twoListeners, addr), "address: 127.0.0.1:0", "address: 127.0.0.1:0\n      write_timeout: 1s", 1)
+	yaml = strings.Replace(yaml, "fast_path: false", "fast_path: false\n      write_timeout: 1s", 1)
+	_, addrs := startL7(t, yaml)
+	for _, listener := range []string{"general", "fast"} {
+		c, err := net.Dial("tcp", addrs[listener])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.(*net.TCPConn).SetReadBuffer(4 << 10)
+		_, _ = io.WriteString(c, "GET /big HTTP/1.1\r\nHost: big.test\r\n\r\n")
+		select {
+		case err := <-backendDone:
+			if err == nil {
+				t.Errorf("%s: the backend sent the whole body to a client that reads nothing", listener)
+			}
+		case <-time.After(15 * time.Second):
+			t.Errorf("%s: backend still sending 15s after write_timeout (1s) should have ended the request", listener)
+		}
+		c.Close()
+	}
+}
