@@ -142,7 +142,7 @@ upstreams:
 // TestL7FastPathDrainPipelined sends SIGTERM while keep-alive connections
 // on the fast path have pipelined requests in flight. Each connection must
 // end between responses: every response that starts arrives whole, and
-// the proxy exits once the backends have answered.
+// the proxy exits once the backends have responded.
 func TestL7FastPathDrainPipelined(t *testing.T) {
 	dir := t.TempDir()
 	release := make(chan struct{})
@@ -222,7 +222,7 @@ upstreams:
 	if err := l7.signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	// Let the drain start before the backends answer.
+	// Let the drain start before the backends respond.
 	time.Sleep(200 * time.Millisecond)
 	close(release)
 	for range conns {

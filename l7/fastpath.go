@@ -233,10 +233,10 @@ func (c *fastConn) readHead(ls *listenerSettings) ([]byte, error) {
 			return nil, err
 		}
 		// The drain check comes after the deadline is set. A drain
-		// that starts before the check sees idle set and moves the
-		// deadline to the past after this line, and one that starts
-		// later is seen here. Checked first, a drain starting between
-		// the check and the deadline would have its wake-up
+		// that starts before the check finds idle set and moves the
+		// deadline to the past after this line. A drain that starts
+		// later is caught here. With the check first, a drain starting
+		// between the check and the deadline would have its wake-up
 		// overwritten, and the connection would hold the drain for its
 		// idle timeout.
 		if c.l.fast.draining.Load() {

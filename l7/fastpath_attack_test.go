@@ -324,9 +324,9 @@ func TestFastPathAttackClientGone(t *testing.T) {
 }
 
 // TestReadResponseHeadInPieces feeds response heads around and above the
-// 4 KiB backend buffer to readResponseHead a few bytes at a time, so that
-// the blank line ending the head arrives split at every place, and checks
-// that the head ends where it does and the body stays in the buffer.
+// 4 KiB backend buffer to readResponseHead a few bytes at a time. The
+// blank line ending the head thus arrives split at every place. The head
+// must end where it does, and the body must stay in the buffer.
 func TestReadResponseHeadInPieces(t *testing.T) {
 	for _, size := range []int{60, 4095, 4096, 4097, 9000} {
 		pad := size - len("HTTP/1.1 200 OK\r\nX-Pad: \r\nContent-Length: 4\r\n\r\n")
@@ -435,7 +435,7 @@ func waitForLog(t *testing.T, path, status, target string, want int) {
 // TestFastPathAttackOddRequests sends request heads that parsers disagree
 // on to a fast-path listener and a net/http one, each followed by a plain
 // pipelined request, and checks that both give the same statuses and that
-// the backend sees the same requests. A difference would mean the fast
+// the backend receives the same requests. A difference would mean the fast
 // path took a request that net/http frames or routes otherwise.
 func TestFastPathAttackOddRequests(t *testing.T) {
 	var mu sync.Mutex
@@ -530,8 +530,8 @@ func TestFastPathAttackOddRequests(t *testing.T) {
 
 // TestFastPathAttackBackendDown sends requests to a pool with a backend
 // that refuses connections and one retry, and then fills max_requests with
-// a slow request. Both paths must retry to the live backend and answer
-// 503 beyond max_requests.
+// a slow request. Both paths must retry to the live backend and respond
+// with 503 beyond max_requests.
 func TestFastPathAttackBackendDown(t *testing.T) {
 	dead, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -638,10 +638,11 @@ func TestFastPathAttackBackendMisbehaves(t *testing.T) {
 	})
 	_, addrs := startL7(t, fmt.Sprintf(twoListeners, addr))
 	// NOTE: the fast path is stricter than net/http's transport on three
-	// responses, which get 502 where net/http relays them: a field name
-	// with a space and a status above 599, which RFC 9110 does not allow,
-	// and more than 16 interim responses (maxInformational), where the
-	// transport bounds only their total size. The test pins both outcomes.
+	// responses, which get 502 where net/http relays them. RFC 9110 does
+	// not allow two of them: a field name with a space and a status above
+	// 599. The third has more than 16 interim responses (maxInformational),
+	// where the transport bounds only their total size. The test pins
+	// both outcomes.
 	stricter := map[string][2]string{
 		"/flood":      {`200 "ok" complete=true`, `502 "Bad Gateway\n" complete=true`},
 		"/space-name": {`200 "ok" complete=true`, `502 "Bad Gateway\n" complete=true`},
@@ -666,6 +667,7 @@ func TestFastPathAttackBackendMisbehaves(t *testing.T) {
 			_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 			r := bufio.NewReader(c)
 			_, _ = io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: m\r\n\r\n")
+
 			resp, err := readFinal(r)
 			if err != nil {
 				// A failure before or during the body is the same to
@@ -674,6 +676,7 @@ func TestFastPathAttackBackendMisbehaves(t *testing.T) {
 				c.Close()
 				continue
 			}
+
 			body, berr := io.ReadAll(resp.Body)
 			got[i] = fmt.Sprintf("%d %q complete=%v", resp.StatusCode, body, berr == nil)
 			if berr != nil {
@@ -702,7 +705,7 @@ func TestFastPathAttackBackendMisbehaves(t *testing.T) {
 	}
 }
 
-// TestFastPathAttackClientNeverReads asks for a large body and never
+// TestFastPathAttackClientNeverReads requests a large body and never
 // reads it. write_timeout must end the request on both paths: the client
 // connection closes and the backend connection with it.
 func TestFastPathAttackClientNeverReads(t *testing.T) {

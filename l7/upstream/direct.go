@@ -188,7 +188,7 @@ func (p *Pool) dialDirect(ctx context.Context, b *Backend) (*DirectConn, error) 
 }
 
 // GrowReader replaces R with a reader twice its size, at most max bytes,
-// that first returns the bytes R holds. It reports false when R already
+// that first returns the bytes buffered in R. It reports false when R already
 // has max bytes. [Pool.ReleaseDirect] returns the connection to the
 // default size.
 func (c *DirectConn) GrowReader(max int) bool {
@@ -196,9 +196,9 @@ func (c *DirectConn) GrowReader(max int) bool {
 	if size >= max {
 		return false
 	}
-	held, _ := c.R.Peek(c.R.Buffered())
-	held = bytes.Clone(held)
-	c.R = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(held), c.Conn), min(2*size, max))
+	buffered, _ := c.R.Peek(c.R.Buffered())
+	buffered = bytes.Clone(buffered)
+	c.R = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(buffered), c.Conn), min(2*size, max))
 	return true
 }
 
@@ -207,9 +207,9 @@ func (c *DirectConn) GrowReader(max int) bool {
 func (p *Pool) ReleaseDirect(c *DirectConn, reusable bool) {
 	if reusable && c.R.Buffered() == 0 {
 		if c.R.Size() > directReadBuffer {
-			// The larger buffer read a head that did not fit, and
-			// the held bytes are gone from it (the first read took
-			// them whole), so a new reader loses nothing.
+			// The larger reader read a head that did not fit. Its
+			// first read took all the bytes carried over from the
+			// old reader, so a new reader loses nothing.
 			c.R = bufio.NewReaderSize(c.Conn, directReadBuffer)
 		}
 		// Deadlines set for the exchange must not fire on an idle
