@@ -74,6 +74,26 @@ struct {
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } tx_ports SEC(".maps");
 
+/* Cached bpf_fib_lookup results, direct-mapped by destination address,
+ * one copy per CPU so that no entry is written by two CPUs at once. The map
+ * is not pinned, so a new program starts with an empty cache. */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, NEXTHOP_SLOTS);
+	__type(key, __u32);
+	__type(value, struct nexthop);
+} nexthops SEC(".maps");
+
+/* Slot 0 is the next-hop generation. The control plane increments it on
+ * every link, address, route and neighbour change, which invalidates every
+ * entry of nexthops. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} nexthop_gen SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
 	__uint(max_entries, STAT_MAX);

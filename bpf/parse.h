@@ -16,6 +16,7 @@
 #define TCP_OPT_NOP 1
 #define TCP_OPT_MSS 2
 #define TCP_OPT_SACK 5
+#define TCP_OPT_TIMESTAMP 8
 #define TCP_OPT_FASTOPEN 34
 #define TCP_OPT_EXP 254
 #define TCP_FASTOPEN_MAGIC 0xF989
@@ -73,6 +74,22 @@ static __always_inline int parse_tcp4(struct xdp_md *ctx, struct pkt *p)
 		return STAT_PASS_BAD_TCP;
 	p->payload_len = tot - sizeof(struct iphdr) - p->tcp_len;
 	return -1;
+}
+
+/* Reports whether the options are exactly NOP, NOP and timestamps, the
+ * layout Linux sends on every segment after the handshake when timestamps
+ * are on. Such a segment has no MSS or SACK option to rewrite, so the
+ * reverse path skips its option walk. */
+static __always_inline int only_timestamps(struct pkt *p, void *data_end)
+{
+	__u8 *opt = (__u8 *)(p->tcp + 1);
+
+	if (p->tcp_len != sizeof(struct tcphdr) + 12)
+		return 0;
+	if ((void *)(opt + 4) > data_end)
+		return 0;
+	return opt[0] == TCP_OPT_NOP && opt[1] == TCP_OPT_NOP && opt[2] == TCP_OPT_TIMESTAMP &&
+	       opt[3] == 10;
 }
 
 /* State of a TCP option walk driven by bpf_loop. The walk runs as a

@@ -95,6 +95,26 @@ struct real {
 	__u16 pad;
 };
 
+/* Slots of the next-hop cache per CPU, a power of two. */
+#define NEXTHOP_SLOTS 4096
+
+/* One cached bpf_fib_lookup result. A hit needs every input of the lookup
+ * (daddr, saddr, iif, tos) to match. */
+struct nexthop {
+	__be32 daddr;
+	__be32 saddr;
+	__u32 iif;     /* ingress ifindex */
+	__u32 gen;     /* nexthop_gen when filled */
+	__u64 expires; /* bpf_ktime_get_coarse_ns */
+	__u32 oif;     /* egress ifindex */
+	__u16 max_len; /* largest IPv4 total length the lookup checked against the MTU */
+	__u8 tos;
+	__u8 pad;
+	__u8 dmac[6];
+	__u8 smac[6];
+	__u32 pad2;
+};
+
 /* A flow table key is the 4-tuple as it appears on the wire. */
 struct flow_key {
 	__be32 saddr;

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httputil"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -243,6 +244,11 @@ func (c *fastConn) readHead(ls *listenerSettings) ([]byte, error) {
 			c.idle.Store(false)
 			return nil, net.ErrClosed
 		}
+		// The client has just read the last response, so its next
+		// request is rarely here yet and a read now would fail with
+		// EAGAIN and park. Running the other ready connections first
+		// often lets the request arrive, which saves that read.
+		runtime.Gosched()
 		_, err := c.br.Peek(1)
 		c.idle.Store(false)
 		if err != nil {
@@ -293,8 +299,10 @@ type fastExchange struct {
 	req    h1Request
 	resp   h1Response
 	out    []byte
-	rs     requestState
-	sum    requestSummary
+	// w collects the response of a passthrough.Responder.
+	w   fastWriter
+	rs  requestState
+	sum requestSummary
 }
 
 // release returns x to its pool, without the buffers that a large
@@ -313,7 +321,7 @@ func (x *fastExchange) release() {
 const (
 	handOffRequest     = "request"     // not a plain GET or HEAD
 	handOffSettings    = "settings"    // fast_path off, or a trusted forwarder
-	handOffMisdirected = "misdirected" // answered with 421 by net/http
+	handOffMisdirected = "misdirected" // net/http responds with 421
 	handOffRoute       = "route"       // no route, or its middlewares or pool need net/http
 )
 
@@ -345,8 +353,8 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, h
 	if rt == nil {
 		return false, handOffRoute
 	}
-	pool := x.passThrough(st, st.handlers[rt.Index], c.l.name)
-	if pool == nil {
+	pool, responder := x.passThrough(st, st.handlers[rt.Index], c.l.name)
+	if pool == nil && responder == nil {
 		return false, handOffRoute
 	}
 
@@ -358,7 +366,13 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, h
 	}
 	x.rs = requestState{id: id, st: st, settings: ls, route: rt, upstream: rt.Upstream}
 	x.sum = requestSummary{proto: "HTTP/1.1", method: req.method, host: host, path: path, info: c.info}
-	x.out = c.appendOutboundHead(x.out[:0], ls, req, host, id)
+	if responder != nil && !x.respond(c, responder, host, path) {
+		x.rs = requestState{}
+		return false, handOffRoute
+	}
+	if responder == nil {
+		x.out = c.appendOutboundHead(x.out[:0], ls, req, host, id)
+	}
 	// The head stays readable in the buffer until the next read, and
 	// nothing reads the client connection before the response is done.
 	_, _ = c.br.Discard(len(head))
@@ -368,7 +382,11 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, h
 	}
 	bw := fastWriters.Get().(*bufio.Writer)
 	bw.Reset(c.conn)
-	keep = c.forward(x, pool, bw) && !req.close
+	if responder != nil {
+		keep = x.writeResponded(bw, c.l.fast.draining.Load()) && !req.close
+	} else {
+		keep = c.forward(x, pool, bw) && !req.close
+	}
 	// As on the net/http path, the request is logged and counted before
 	// the last buffered bytes go out, so a client that has its response
 	// also finds it in the metrics.
@@ -388,29 +406,34 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, h
 
 // passThrough walks the route's handler chain h down to its upstream
 // handler and returns that upstream's pool, collecting the response-head
-// edits of the middlewares on the way in x.edits. It returns nil when a
-// middleware needs the request itself or the pool needs its transport.
-func (x *fastExchange) passThrough(st *state, h http.Handler, listener string) *upstream.Pool {
+// edits of the middlewares on the way in x.edits. When it meets a
+// middleware that may serve the request itself, such as the cache, it
+// returns that instead. It returns neither when a middleware needs the
+// request or the pool needs its transport.
+func (x *fastExchange) passThrough(st *state, h http.Handler, listener string) (*upstream.Pool, passthrough.Responder) {
 	x.edits = x.edits[:0]
 	x.ptReq = passthrough.Request{Listener: listener, Method: x.req.method, Values: x.values}
 	for range maxChain {
 		if rp, ok := h.(*httputil.ReverseProxy); ok {
-			return st.direct[rp]
+			return st.direct[rp], nil
+		}
+		if r, ok := h.(passthrough.Responder); ok {
+			return nil, r
 		}
 		pt, ok := h.(passthrough.Handler)
 		if !ok {
-			return nil
+			return nil, nil
 		}
 		next, edit, ok := pt.PassThrough(&x.ptReq)
 		if !ok {
-			return nil
+			return nil, nil
 		}
 		if edit != nil {
 			x.edits = append(x.edits, edit)
 		}
 		h = next
 	}
-	return nil
+	return nil, nil
 }
 
 // maxChain bounds the walk of a handler chain.
@@ -567,12 +590,12 @@ func (c *fastConn) exchange(x *fastExchange, pool *upstream.Pool, b *upstream.Ba
 // arrive sooner, so most requests make no extra read.
 const watchDelay = 500 * time.Millisecond
 
-// errClientGone ends a request whose client closed its connection while
-// the backend had not answered yet.
+// errClientGone ends a request whose client closed its connection before
+// the backend's response head arrived.
 var errClientGone = errors.New("client closed the connection before the response")
 
 // sendHead writes the request and reads the response head that follows.
-// When the backend is slow to answer, it watches the client connection
+// When the backend is slow to respond, it watches the client connection
 // meanwhile, as net/http does for every request, and gives up on the
 // backend when the client goes away.
 func (c *fastConn) sendHead(x *fastExchange, pool *upstream.Pool, bc *upstream.DirectConn) error {
@@ -586,6 +609,8 @@ func (c *fastConn) sendHead(x *fastExchange, pool *upstream.Pool, bc *upstream.D
 	if _, err := bc.Write(x.out); err != nil {
 		return err
 	}
+	// As in readHead: give the backend time to respond before the read.
+	runtime.Gosched()
 	head, err := readResponseHead(bc)
 	if err != nil && isTimeout(err) && (headBy.IsZero() || time.Now().Before(headBy)) {
 		_ = bc.SetDeadline(headBy)
@@ -801,8 +826,8 @@ func (c *fastConn) clientFailed(x *fastExchange, bc *upstream.DirectConn, err er
 }
 
 // appendResponseHead writes the client's response head. withBody selects
-// the framing of a response that has a body; the 1xx, 204 and 304 heads
-// and responses to HEAD keep what the backend declared, without a body.
+// the framing of a response that has a body. The 1xx, 204 and 304 heads
+// and responses to HEAD keep the framing fields the backend declared.
 func appendResponseHead(b []byte, resp *h1Response, id string, withBody, closeConn bool) []byte {
 	b = append(b, "HTTP/1.1 "...)
 	b = strconv.AppendInt(b, int64(resp.status), 10)
@@ -848,8 +873,8 @@ func appendResponseHead(b []byte, resp *h1Response, id string, withBody, closeCo
 	return append(b, "\r\n"...)
 }
 
-// copyFixed relays n body bytes. clientErr tells a failed client write from
-// a failed backend read.
+// copyFixed relays n body bytes. clientErr is true when the client write
+// failed and false when the backend read did.
 func (c *fastConn) copyFixed(x *fastExchange, r *bufio.Reader, w *bufio.Writer, n int64) (err error, clientErr bool) {
 	for n > 0 {
 		if r.Buffered() == 0 {
@@ -1028,7 +1053,7 @@ func (c *fastConn) copyUntilClose(x *fastExchange, r *bufio.Reader, w *bufio.Wri
 	}
 }
 
-// writeError answers with the status that err maps to, as
+// writeError responds with the status that err maps to, as
 // [Server.handleProxyError] does on the net/http path.
 func (c *fastConn) writeError(x *fastExchange, bw *bufio.Writer, err error) bool {
 	x.rs.err = err

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"os"
 	"reflect"
 	"strconv"
 	"strings"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/tidegate/tidegate/l7/cache"
 	"github.com/tidegate/tidegate/l7/passthrough"
 	"github.com/tidegate/tidegate/shared/config"
 )
@@ -651,5 +653,200 @@ func BenchmarkFastPathRaw(b *testing.B) {
 		}
 		_, _ = io.Copy(io.Discard, resp.Body)
 		resp.Body.Close()
+	}
+}
+
+// FuzzFastPathConn writes arbitrary bytes to a fast-path listener in front
+// of a backend that answers every request it can parse. The proxy must not
+// crash, must close or answer every connection, and must send the backend
+// only requests that parse.
+func FuzzFastPathConn(f *testing.F) {
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\nPOST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\n\r\nx"))
+	f.Add([]byte("HEAD /x?y HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n"))
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"))
+	f.Add([]byte("PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"))
+
+	var badRequests atomic.Int32
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				for {
+					req, err := http.ReadRequest(r)
+					if err != nil {
+						if err != io.EOF && !strings.Contains(err.Error(), "closed") && !strings.Contains(err.Error(), "reset") {
+							badRequests.Add(1)
+						}
+						return
+					}
+					_, _ = io.Copy(io.Discard, req.Body)
+					if _, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	cfg, err := config.Parse([]byte("l7:\n" + fmt.Sprintf(oneListener, ln.Addr().String())))
+	if err != nil {
+		f.Fatal(err)
+	}
+	cfg.L7.Listeners[0].ReadHeaderTimeout = config.Duration(200 * time.Millisecond)
+	cfg.L7.Listeners[0].IdleTimeout = config.Duration(200 * time.Millisecond)
+	s, err := New(cfg, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		f.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Drain(ctx)
+	}()
+	addr := s.Addrs()["fast"].String()
+
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write(in); err != nil {
+			return
+		}
+		_ = c.(*net.TCPConn).CloseWrite()
+		// The idle and header timeouts close the connection well before
+		// this deadline.
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.Copy(io.Discard, c); err != nil && !strings.Contains(err.Error(), "reset") {
+			t.Fatalf("proxy neither answered nor closed: %v", err)
+		}
+		if n := badRequests.Load(); n > 0 {
+			t.Fatalf("backend received %d requests it could not parse", n)
+		}
+	})
+}
+
+// TestFastPathCacheHits checks that fresh cache hits are served on the
+// fast path with the response net/http would send, and that a miss moves
+// the connection to net/http.
+func TestFastPathCacheHits(t *testing.T) {
+	var backendHits atomic.Int32
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		backendHits.Add(1)
+		w.Header().Set("Cache-Control", "public, max-age=3600")
+		w.Header().Set("Content-Type", "text/plain")
+		io.WriteString(w, "cached body")
+	}))
+	defer backend.Close()
+	logPath := t.TempDir() + "/access.log"
+	yaml := fmt.Sprintf(strings.Replace(twoListeners, `access_log: {path: "off"}`, "access_log: {path: %s}", 1), logPath, strings.TrimPrefix(backend.URL, "http://"))
+	yaml = strings.Replace(yaml, "      upstream: web\n", "      upstream: web\n      cache: {enabled: true}\n", 1)
+	f, err := config.Parse([]byte("l7:\n" + yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := cache.ConfigFrom(f.L7.Cache)
+	cc.OnResult = func(r *http.Request, result string) {
+		if lf := LogFields(r); lf != nil {
+			lf.Cache = result
+		}
+	}
+	c, err := cache.New(cc, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mw := WithMiddleware("cache", func(_ *config.L7, rt *config.Route, next http.Handler) (http.Handler, error) {
+		return c.Middleware(cache.PolicyFrom(rt.Name, rt.Cache), next), nil
+	})
+	s, err := New(f, slog.New(slog.DiscardHandler), nil, mw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Drain(ctx)
+	}()
+	addrs := s.Addrs()
+
+	get := func(listener string, hdr map[string]string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://"+addrs[listener].String()+"/c?x=1", nil)
+		// One host for both listeners, since the cache key includes it.
+		req.Host = "app.test"
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		// A new connection per request, so each one starts on the fast path.
+		client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	first, _ := get("fast", nil) // a miss: handed to net/http, which stores it
+	if first.Header.Get("Cache-Status") == "" {
+		t.Fatalf("no Cache-Status on the first response: %v", first.Header)
+	}
+	fastHit, fastBody := get("fast", nil)
+	generalHit, generalBody := get("general", nil)
+	if backendHits.Load() != 1 {
+		t.Errorf("backend got %d requests, want 1", backendHits.Load())
+	}
+	if got := testutil.ToFloat64(s.metrics.fastRequests.WithLabelValues("fast")); got != 1 {
+		t.Errorf("fast path requests = %v, want the one hit", got)
+	}
+	if fastBody != "cached body" || fastBody != generalBody || fastHit.StatusCode != generalHit.StatusCode {
+		t.Errorf("fast hit %d %q, net/http hit %d %q", fastHit.StatusCode, fastBody, generalHit.StatusCode, generalBody)
+	}
+	for _, h := range []http.Header{fastHit.Header, generalHit.Header} {
+		for _, name := range []string{"Date", "X-Request-Id", "Age"} {
+			if h.Get(name) == "" {
+				t.Errorf("hit without %s: %v", name, h)
+			}
+			h.Del(name)
+		}
+	}
+	if !reflect.DeepEqual(fastHit.Header, generalHit.Header) {
+		t.Errorf("hit fields differ:\nfast:     %v\nnet/http: %v", fastHit.Header, generalHit.Header)
+	}
+
+	// A request for a HEAD gets the stored fields without the body.
+	req, _ := http.NewRequest("HEAD", "http://"+addrs["fast"].String()+"/c?x=1", nil)
+	req.Host = "app.test"
+	head, err := (&http.Transport{DisableKeepAlives: true}).RoundTrip(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	head.Body.Close()
+	if head.StatusCode != 200 || head.ContentLength != 11 || !strings.HasPrefix(head.Header.Get("Cache-Status"), "tidegate; hit") {
+		t.Errorf("HEAD hit: %d, length %d, Cache-Status %q", head.StatusCode, head.ContentLength, head.Header.Get("Cache-Status"))
+	}
+	log, err := os.ReadFile(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(string(log), `"cache":"hit"`); n < 3 {
+		t.Errorf("access log has %d hit lines, want at least 3:\n%s", n, log)
 	}
 }

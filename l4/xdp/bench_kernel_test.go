@@ -5,6 +5,7 @@ package xdp
 import (
 	"bytes"
 	"fmt"
+	"net/netip"
 	"testing"
 	"unsafe"
 
@@ -69,12 +70,27 @@ func kernelTestRun(prog *ebpf.Program, frame []byte, ifindex int, repeat uint32)
 // BenchmarkProgramKernelTimed measures the program without the system call
 // by reading the duration the kernel reports for BPF_PROG_TEST_RUN.
 //
-//   - forward: repeat=1 per call on a fresh copy of an established client
-//     segment of 1400 bytes, so every run takes the forward path. The
-//     metric includes one ktime_get_ns read and the kernel's loop setup.
-//   - empty: the same calls through a program that only returns XDP_PASS,
-//     which measures that timer overhead. forward minus empty is the cost
-//     of the forward path.
+// Each path case calls the program with repeat=1 on a fresh copy of one
+// frame, so every run takes the same path, and checks through the counters
+// that it did. The metric includes one ktime_get_ns read and the kernel's
+// loop setup, which the empty case measures alone: a case minus empty is
+// the cost of its path.
+//
+//   - forward: an established client segment of 1400 bytes.
+//   - forward_uncached: the same, with the next-hop generation moved
+//     before each run, so that every run calls bpf_fib_lookup and refills
+//     the cache, the worst case of the next-hop cache.
+//   - reverse: an established segment of the real with 1400 bytes and no
+//     TCP options.
+//   - reverse_ts: the same with the timestamp option as Linux sends it
+//     (NOP, NOP, timestamps), the common reverse segment.
+//   - reverse_sack: timestamps and a SACK option with two blocks.
+//   - header: the first client data segment, 1400 bytes, before the real
+//     has acknowledged the header, so every run inserts the PROXY header.
+//   - syn: a SYN that starts a new flow. Between runs, untimed, the test
+//     removes the flow and returns its port.
+//   - miss: a client ACK that matches no flow and goes to the kernel.
+//   - empty: a program that only returns XDP_PASS.
 //   - repeat: the kernel's own loop (repeat=100) on one buffer. Without
 //     BPF_F_TEST_XDP_LIVE_FRAMES the kernel reruns the program on the frame
 //     the first run rewrote to SNAT to real, so only the first run forwards.
@@ -88,12 +104,25 @@ func BenchmarkProgramKernelTimed(b *testing.B) {
 	tn := newTestNet(b)
 	d := tn.load(b, Config{})
 	setTestVIP(b, d, false)
+	payload := bytes.Repeat([]byte{0xab}, 1400)
+	ts := []byte{1, 1, 8, 10, 0, 0, 0x10, 0, 0, 0, 0x20, 0}
+
+	// An established flow, whose PROXY header the real has acknowledged.
 	c := newConn(b, tn, d, 50700)
 	c.open()
 	c.forward(segment{seq: c.isn + 1, ack: c.rISN + 1, flags: flagACK})
 	c.reverse(segment{seq: c.rISN + 1, ack: c.isn + 1 + HeaderLen, flags: flagACK})
-	frame := c.fromClient(segment{seq: c.isn + 1, ack: c.rISN + 1, flags: flagACK | flagPSH,
-		payload: bytes.Repeat([]byte{0xab}, 1400)}).marshal()
+	ack := c.isn + 1 + HeaderLen + 1400
+	sack := append(append([]byte(nil), ts...), 1, 1)
+	sack = append(sack, optSACK(ack+1400, ack+2800, ack+4200, ack+5600)...)
+
+	// A flow whose header the real has not acknowledged yet.
+	h := newConn(b, tn, d, 50701)
+	h.open()
+
+	// A client port with no flow, and one whose SYN starts a new flow.
+	miss := newConn(b, tn, d, 50702)
+	syn := newConn(b, tn, d, 50703)
 
 	empty, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:         ebpf.XDP,
@@ -105,18 +134,53 @@ func BenchmarkProgramKernelTimed(b *testing.B) {
 	}
 	b.Cleanup(func() { empty.Close() })
 
-	b.Run("forward", func(b *testing.B) {
-		delta := measureKernelRuns(b, tn, d, d.objs.XdpLb, frame, 1, xdpRedirect)
-		if got := delta["packets/forward"]; got != uint64(b.N) {
-			b.Fatalf("forward packets counted %d, want %d: not the forward path", got, b.N)
-		}
-	})
-	b.Run("empty", func(b *testing.B) {
-		measureKernelRuns(b, tn, d, empty, frame, 1, xdpPass)
-	})
+	cases := []struct {
+		name    string
+		prog    *ebpf.Program
+		frame   segment
+		ifindex int
+		verdict uint32
+		counter string // must grow by one per run; empty skips the check
+		between func() error
+	}{
+		{name: "forward", frame: c.fromClient(segment{seq: c.isn + 1, ack: c.rISN + 1, flags: flagACK | flagPSH, payload: payload}),
+			ifindex: tn.clientIdx, verdict: xdpRedirect, counter: "packets/forward"},
+		{name: "forward_uncached", frame: c.fromClient(segment{seq: c.isn + 1, ack: c.rISN + 1, flags: flagACK | flagPSH, payload: payload}),
+			ifindex: tn.clientIdx, verdict: xdpRedirect, counter: "packets/forward", between: func() error { return bumpNextHopGeneration(d) }},
+		{name: "reverse", frame: c.fromReal(segment{seq: c.rISN + 1, ack: ack, flags: flagACK | flagPSH, payload: payload}),
+			ifindex: tn.realIdx, verdict: xdpRedirect, counter: "packets/reverse"},
+		{name: "reverse_ts", frame: c.fromReal(segment{seq: c.rISN + 1, ack: ack, flags: flagACK | flagPSH, options: ts, payload: payload}),
+			ifindex: tn.realIdx, verdict: xdpRedirect, counter: "packets/reverse"},
+		{name: "reverse_sack", frame: c.fromReal(segment{seq: c.rISN + 1, ack: ack, flags: flagACK, options: sack}),
+			ifindex: tn.realIdx, verdict: xdpRedirect, counter: "packets/reverse"},
+		{name: "header", frame: h.fromClient(segment{seq: h.isn + 1, ack: h.rISN + 1, flags: flagACK | flagPSH, payload: payload}),
+			ifindex: tn.clientIdx, verdict: xdpRedirect, counter: "header_inserts"},
+		{name: "syn", frame: syn.fromClient(segment{seq: syn.isn, flags: flagSYN, options: append(optMSS(1460), 4, 2, 1, 1)}),
+			ifindex: tn.clientIdx, verdict: xdpRedirect, counter: "new_flows", between: func() error { return removeFlow(d, syn.client) }},
+		{name: "miss", frame: miss.fromClient(segment{seq: miss.isn + 1, ack: 1, flags: flagACK, payload: payload}),
+			ifindex: tn.clientIdx, verdict: xdpPass, counter: "pass/no_flow"},
+		{name: "empty", prog: empty, frame: c.fromClient(segment{seq: c.isn + 1, ack: c.rISN + 1, flags: flagACK | flagPSH, payload: payload}),
+			ifindex: tn.clientIdx, verdict: xdpPass},
+	}
+	for _, tc := range cases {
+		b.Run(tc.name, func(b *testing.B) {
+			prog := tc.prog
+			if prog == nil {
+				prog = d.objs.XdpLb
+			}
+			delta := measureKernelRuns(b, tn, d, prog, tc.frame.marshal(), tc.ifindex, 1, tc.verdict, tc.between)
+			if tc.counter == "" {
+				return
+			}
+			if got := delta[tc.counter]; got != uint64(b.N) {
+				b.Fatalf("%s counted %d in %d runs: not the path this case measures", tc.counter, got, b.N)
+			}
+		})
+	}
 	b.Run("repeat", func(b *testing.B) {
 		const repeat = 100
-		delta := measureKernelRuns(b, tn, d, d.objs.XdpLb, frame, repeat, 0)
+		frame := cases[0].frame.marshal()
+		delta := measureKernelRuns(b, tn, d, d.objs.XdpLb, frame, tn.clientIdx, repeat, 0, nil)
 		// A signal makes the kernel restart the loop with a fresh copy of
 		// the frame, so a call can forward more than once.
 		if got := delta["packets/forward"]; got < uint64(b.N) {
@@ -130,12 +194,46 @@ func BenchmarkProgramKernelTimed(b *testing.B) {
 	})
 }
 
-// measureKernelRuns calls kernelTestRun b.N times, reports the kernel's mean
-// "kernel-ns/run" and returns the change of the dataplane's counters. A
-// non-zero want is checked against each verdict, which with repeat > 1 is
-// the verdict of the last run only.
+// bumpNextHopGeneration moves the next-hop generation, as a route or
+// neighbour change does, which invalidates every cached next hop.
+func bumpNextHopGeneration(d *Dataplane) error {
+	var gen uint32
+	if err := d.objs.NexthopGen.Lookup(uint32(0), &gen); err != nil {
+		return fmt.Errorf("read next-hop generation: %w", err)
+	}
+	return d.objs.NexthopGen.Put(uint32(0), gen+1)
+}
+
+// removeFlow deletes both entries of client's flow and returns its SNAT
+// port to the free queue, as the sweep does for an expired flow.
+func removeFlow(d *Dataplane, client netip.AddrPort) error {
+	key := lbFlowKey{
+		Saddr: addrToBE(client.Addr()),
+		Daddr: addrToBE(vip.Addr()),
+		Sport: portToBE(client.Port()),
+		Dport: portToBE(vip.Port()),
+	}
+	var f lbFlow
+	if err := d.objs.Flows.Lookup(&key, &f); err != nil {
+		return fmt.Errorf("look up flow of %s: %w", client, err)
+	}
+	if err := d.objs.Flows.Delete(&key); err != nil {
+		return fmt.Errorf("delete flow of %s: %w", client, err)
+	}
+	rev := reverseKeyOf(&f)
+	if err := d.objs.Flows.Delete(&rev); err != nil {
+		return fmt.Errorf("delete reverse flow of %s: %w", client, err)
+	}
+	return d.objs.FreePorts.Update(nil, portFromBE(f.Sport), ebpf.UpdateAny)
+}
+
+// measureKernelRuns calls kernelTestRun b.N times on frame received on
+// ifindex, reports the kernel's mean "kernel-ns/run" and returns the change
+// of the dataplane's counters. A non-zero want is checked against each
+// verdict, which with repeat > 1 is the verdict of the last run only. A
+// non-nil between runs after each call, outside the kernel's timing.
 func measureKernelRuns(b *testing.B, tn *testNet, d *Dataplane, prog *ebpf.Program,
-	frame []byte, repeat uint32, want uint32) map[string]uint64 {
+	frame []byte, ifindex int, repeat uint32, want uint32, between func() error) map[string]uint64 {
 	b.Helper()
 	before, err := d.Stats()
 	if err != nil {
@@ -145,7 +243,7 @@ func measureKernelRuns(b *testing.B, tn *testNet, d *Dataplane, prog *ebpf.Progr
 	var totalNS, calls uint64
 	err = inNS(tn.ns, func() error {
 		for b.Loop() {
-			verdict, ns, err := kernelTestRun(prog, frame, tn.clientIdx, repeat)
+			verdict, ns, err := kernelTestRun(prog, frame, ifindex, repeat)
 			if err != nil {
 				return err
 			}
@@ -154,6 +252,11 @@ func measureKernelRuns(b *testing.B, tn *testNet, d *Dataplane, prog *ebpf.Progr
 			}
 			totalNS += uint64(ns)
 			calls++
+			if between != nil {
+				if err := between(); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})

@@ -137,7 +137,8 @@ type Dataplane struct {
 
 // Open loads the balancer, reuses maps and links pinned under
 // cfg.PinPath when they exist, attaches to cfg.Interfaces and starts the
-// sweep of expired flows. Interfaces and neighbours are looked up in the
+// sweep of expired flows and the watch of route and neighbour changes.
+// Interfaces and neighbours are looked up, and changes watched, in the
 // network namespace of the calling thread. Metrics are registered with reg
 // when it is not nil.
 func Open(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Dataplane, error) {
@@ -190,6 +191,9 @@ func Open(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Dataplan
 	}
 
 	d.keepGateways()
+	if err := d.watchNextHops(); err != nil {
+		d.logger.Warn("cached next hops will expire only by age", "err", err)
+	}
 
 	if cfg.SweepInterval > 0 {
 		d.sweepers.Add(1)

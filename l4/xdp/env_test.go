@@ -13,6 +13,7 @@ import (
 	"github.com/cilium/ebpf"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 func requirePrivileged(t testing.TB) {
@@ -54,15 +55,23 @@ type testNet struct {
 	l4RealMAC   net.HardwareAddr
 }
 
-// inNS runs fn on a thread switched into ns.
+// inNS runs fn on a thread switched into ns and bound to CPU 0, so that
+// every test run of the program uses the same per-CPU next-hop cache.
 func inNS(ns netns.NsHandle, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		// The thread is not unlocked, so Go discards it afterwards
-		// instead of reusing a thread that sits in another namespace.
+		// instead of reusing a thread that sits in another namespace
+		// or on one CPU.
 		runtime.LockOSThread()
 		if err := netns.Set(ns); err != nil {
 			errc <- err
+			return
+		}
+		var cpus unix.CPUSet
+		cpus.Set(0)
+		if err := unix.SchedSetaffinity(0, &cpus); err != nil {
+			errc <- fmt.Errorf("bind test thread to CPU 0: %w", err)
 			return
 		}
 		errc <- fn()

@@ -71,6 +71,22 @@ type lbLbConfig struct {
 	NodeId   [8]uint8
 }
 
+type lbNexthop struct {
+	_       structs.HostLayout
+	Daddr   uint32
+	Saddr   uint32
+	Iif     uint32
+	Gen     uint32
+	Expires uint64
+	Oif     uint32
+	MaxLen  uint16
+	Tos     uint8
+	Pad     uint8
+	Dmac    [6]uint8
+	Smac    [6]uint8
+	Pad2    uint32
+}
+
 type lbReal struct {
 	_    structs.HostLayout
 	Addr uint32
@@ -130,6 +146,8 @@ const (
 	lbMapConfig           = "config"
 	lbMapFlows            = "flows"
 	lbMapFreePorts        = "free_ports"
+	lbMapNexthopGen       = "nexthop_gen"
+	lbMapNexthops         = "nexthops"
 	lbMapReals            = "reals"
 	lbMapRings            = "rings"
 	lbMapStats            = "stats"
@@ -191,14 +209,16 @@ type lbProgramSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type lbMapSpecs struct {
-	Config    *ebpf.MapSpec `ebpf:"config"`
-	Flows     *ebpf.MapSpec `ebpf:"flows"`
-	FreePorts *ebpf.MapSpec `ebpf:"free_ports"`
-	Reals     *ebpf.MapSpec `ebpf:"reals"`
-	Rings     *ebpf.MapSpec `ebpf:"rings"`
-	Stats     *ebpf.MapSpec `ebpf:"stats"`
-	TxPorts   *ebpf.MapSpec `ebpf:"tx_ports"`
-	Vips      *ebpf.MapSpec `ebpf:"vips"`
+	Config     *ebpf.MapSpec `ebpf:"config"`
+	Flows      *ebpf.MapSpec `ebpf:"flows"`
+	FreePorts  *ebpf.MapSpec `ebpf:"free_ports"`
+	NexthopGen *ebpf.MapSpec `ebpf:"nexthop_gen"`
+	Nexthops   *ebpf.MapSpec `ebpf:"nexthops"`
+	Reals      *ebpf.MapSpec `ebpf:"reals"`
+	Rings      *ebpf.MapSpec `ebpf:"rings"`
+	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	TxPorts    *ebpf.MapSpec `ebpf:"tx_ports"`
+	Vips       *ebpf.MapSpec `ebpf:"vips"`
 }
 
 // lbVariableSpecs contains global variables before they are loaded into the kernel.
@@ -231,14 +251,16 @@ func (o *lbObjects) Close() error {
 //
 // It can be passed to loadLbObjects or ebpf.CollectionSpec.LoadAndAssign.
 type lbMaps struct {
-	Config    *ebpf.Map `ebpf:"config"`
-	Flows     *ebpf.Map `ebpf:"flows"`
-	FreePorts *ebpf.Map `ebpf:"free_ports"`
-	Reals     *ebpf.Map `ebpf:"reals"`
-	Rings     *ebpf.Map `ebpf:"rings"`
-	Stats     *ebpf.Map `ebpf:"stats"`
-	TxPorts   *ebpf.Map `ebpf:"tx_ports"`
-	Vips      *ebpf.Map `ebpf:"vips"`
+	Config     *ebpf.Map `ebpf:"config"`
+	Flows      *ebpf.Map `ebpf:"flows"`
+	FreePorts  *ebpf.Map `ebpf:"free_ports"`
+	NexthopGen *ebpf.Map `ebpf:"nexthop_gen"`
+	Nexthops   *ebpf.Map `ebpf:"nexthops"`
+	Reals      *ebpf.Map `ebpf:"reals"`
+	Rings      *ebpf.Map `ebpf:"rings"`
+	Stats      *ebpf.Map `ebpf:"stats"`
+	TxPorts    *ebpf.Map `ebpf:"tx_ports"`
+	Vips       *ebpf.Map `ebpf:"vips"`
 }
 
 func (m *lbMaps) Close() error {
@@ -246,6 +268,8 @@ func (m *lbMaps) Close() error {
 		m.Config,
 		m.Flows,
 		m.FreePorts,
+		m.NexthopGen,
+		m.Nexthops,
 		m.Reals,
 		m.Rings,
 		m.Stats,

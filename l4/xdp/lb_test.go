@@ -551,6 +551,71 @@ func TestPortReuseAfterRealLeaves(t *testing.T) {
 	}
 }
 
+// TestTableChangeKeepsEstablishedFlows publishes tables the way the L4
+// does when a real goes down and comes back: every real in configuration
+// order, the down one with weight 0. Established flows to either real keep
+// their real, SNAT port and sequence offset, and get no second header.
+func TestTableChangeKeepsEstablishedFlows(t *testing.T) {
+	tn := newTestNet(t)
+	d := tn.load(t, Config{})
+	setTestVIP(t, d, false)
+
+	// Open connections until each real carries one.
+	var conns []*conn
+	onReal := map[netip.AddrPort]bool{}
+	for port := uint16(50100); len(onReal) < 2; port++ {
+		if port == 50200 {
+			t.Fatalf("100 connections all went to %v", onReal)
+		}
+		c := newConn(t, tn, d, port)
+		c.open()
+		checkHeader(t, c.forward(segment{seq: c.isn + 1, ack: c.rISN + 1, flags: flagACK}).payload, c.client)
+		c.reverse(segment{seq: c.rISN + 1, ack: c.isn + 1 + HeaderLen, flags: flagACK})
+		conns = append(conns, c)
+		onReal[c.real] = true
+	}
+
+	publish := func(weight1, weight2 int) {
+		t.Helper()
+		table, err := maglev.New([]maglev.Backend{{ID: real1.String(), Weight: weight1}, {ID: real2.String(), Weight: weight2}}, 13)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := d.SetVIP(vip, []netip.AddrPort{real1, real2}, table, false); err != nil {
+			t.Fatalf("SetVIP with weights %d and %d: %v", weight1, weight2, err)
+		}
+	}
+	sent := uint32(0)
+	exchange := func(when string) {
+		t.Helper()
+		data := []byte("request")
+		for _, c := range conns {
+			// forward and reverse fail the test if the segment leaves
+			// with another real or SNAT port than the SYN got.
+			got := c.forward(segment{seq: c.isn + 1 + sent, ack: c.rISN + 1, flags: flagACK | flagPSH, payload: data})
+			if len(got.payload) != len(data) {
+				t.Errorf("%s: segment to %s carries %d bytes, want %d without a header", when, c.real, len(got.payload), len(data))
+			}
+			if want := c.isn + 1 + sent + HeaderLen; got.seq != want {
+				t.Errorf("%s: segment to %s has seq %d, want %d", when, c.real, got.seq, want)
+			}
+			back := c.reverse(segment{seq: c.rISN + 1, ack: c.isn + 1 + sent + uint32(len(data)) + HeaderLen, flags: flagACK})
+			if want := c.isn + 1 + sent + uint32(len(data)); back.ack != want {
+				t.Errorf("%s: ack from %s = %d, want %d", when, c.real, back.ack, want)
+			}
+		}
+		sent += uint32(len(data))
+	}
+
+	exchange("before the change")
+	publish(0, 1)
+	exchange("with real1 down")
+	publish(1, 1)
+	exchange("with real1 back")
+	publish(1, 0)
+	exchange("with real2 down")
+}
+
 func TestNoFlowPasses(t *testing.T) {
 	tn := newTestNet(t)
 	d := tn.load(t, Config{})

@@ -581,3 +581,29 @@ func (h *handler) logDebug(r *http.Request, msg string, attrs ...slog.Attr) {
 		slog.String("path", r.URL.Path))
 	h.c.logger.LogAttrs(ctx, slog.LevelDebug, msg, attrs...)
 }
+
+// RespondFast implements [passthrough.Responder] for the L7 fast path. It
+// serves a fresh stored response, as serveCacheable does, and declines
+// every request that needs the upstream, a background refresh or a byte
+// range.
+func (h *handler) RespondFast(w http.ResponseWriter, r *http.Request) bool {
+	if bypass(r) || r.Method != http.MethodGet && r.Method != http.MethodHead || r.Header.Get("Range") != "" {
+		return false
+	}
+	reqCC := parseRequestCacheControl(r.Header)
+	if reqCC.noStore {
+		return false
+	}
+	e, _ := h.c.store.get(buildKey(r, h.parts), r.Header, r.Method == http.MethodHead)
+	if e == nil {
+		return false
+	}
+	now := h.c.now()
+	if evaluate(e, reqCC, now, h.sp.strict).verdict != verdictFresh {
+		return false
+	}
+	h.c.metrics.hits.WithLabelValues(h.p.Route).Inc()
+	h.report(w, r, ResultHit)
+	h.serveStored(w, r, e, now, cacheStatus{hit: true})
+	return true
+}

@@ -36,3 +36,12 @@ type Head interface {
 type Handler interface {
 	PassThrough(r *Request) (next http.Handler, edit func(status int, h Head), ok bool)
 }
+
+// Responder is implemented by middleware handlers that can serve some
+// requests without the handlers after them, such as a cache on a fresh hit.
+// RespondFast writes the whole response to w and returns true, or returns
+// false without touching w or r. r has no body, and w supports Header,
+// WriteHeader and Write only.
+type Responder interface {
+	RespondFast(w http.ResponseWriter, r *http.Request) bool
+}

@@ -1,0 +1,152 @@
+package l7
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/tidegate/tidegate/l7/conninfo"
+	"github.com/tidegate/tidegate/l7/passthrough"
+	"github.com/tidegate/tidegate/l7/upstream"
+)
+
+// This file lets a middleware that implements [passthrough.Responder],
+// such as the cache on a fresh hit, serve a fast-path request. The
+// middleware gets an *http.Request built from the parsed head and a
+// ResponseWriter that collects the response, which the fast path then
+// writes as net/http would.
+
+// fastWriter collects a response from a [passthrough.Responder].
+type fastWriter struct {
+	header http.Header
+	status int
+	body   []byte
+}
+
+func (w *fastWriter) Header() http.Header { return w.header }
+
+func (w *fastWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+}
+
+func (w *fastWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	w.body = append(w.body, p...)
+	return len(p), nil
+}
+
+// respond builds the request and lets responder serve it into x.w. It
+// reports whether responder served it.
+func (x *fastExchange) respond(c *fastConn, responder passthrough.Responder, host, path string) bool {
+	req := &x.req
+	h := make(http.Header, len(req.fields))
+	for _, f := range req.fields {
+		name := http.CanonicalHeaderKey(string(f.name))
+		h[name] = append(h[name], string(f.value))
+	}
+	u := &url.URL{Path: path}
+	if q := len(req.path); q < len(req.target) {
+		u.RawQuery = string(req.target[q+1:])
+	}
+	ctx := context.WithValue(context.Background(), requestStateKey{}, &x.rs)
+	ctx = upstream.WithAttempt(conninfo.NewContext(ctx, c.info), &x.rs.attempt)
+	r := (&http.Request{
+		Method:     req.method,
+		URL:        u,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     h,
+		Body:       http.NoBody,
+		Host:       host,
+		RequestURI: string(req.target),
+		RemoteAddr: c.info.Client.String(),
+	}).WithContext(ctx)
+
+	if x.w.header == nil {
+		x.w.header = http.Header{}
+	}
+	clear(x.w.header)
+	x.w.status = 0
+	x.w.body = x.w.body[:0]
+	// The listener sets the request ID first on the net/http path too.
+	x.w.header["X-Request-Id"] = []string{x.rs.id}
+	return responder.RespondFast(&x.w, r)
+}
+
+// writeResponded writes the response that respond collected, as net/http
+// would write it: with Date, a Content-Length when the body is known and
+// allowed, a sniffed Content-Type when none was set, and no body for HEAD,
+// 1xx, 204 and 304. It reports whether the client connection is usable.
+func (x *fastExchange) writeResponded(bw *bufio.Writer, draining bool) bool {
+	w := &x.w
+	status := w.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	for _, edit := range x.edits {
+		edit(status, w.header)
+	}
+	bodyAllowed := status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
+	if bodyAllowed {
+		if _, ok := w.header["Content-Type"]; !ok && len(w.body) > 0 {
+			w.header.Set("Content-Type", http.DetectContentType(w.body))
+		}
+		if w.header.Get("Content-Length") == "" && x.req.method != "HEAD" {
+			w.header.Set("Content-Length", strconv.Itoa(len(w.body)))
+		}
+	} else {
+		w.header.Del("Content-Length")
+		w.header.Del("Transfer-Encoding")
+	}
+	if _, ok := w.header["Date"]; !ok {
+		w.header["Date"] = []string{string(appendDate(nil))}
+	}
+	closeConn := x.req.close || draining
+	if closeConn {
+		w.header.Set("Connection", "close")
+	}
+
+	b := x.out[:0]
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(status)...)
+	b = append(b, "\r\n"...)
+	for name, values := range w.header {
+		for _, v := range values {
+			// A line break in a value would end the field early.
+			if strings.ContainsAny(v, "\r\n") {
+				v = strings.Map(func(r rune) rune {
+					if r == '\r' || r == '\n' {
+						return ' '
+					}
+					return r
+				}, v)
+			}
+			b = append(b, name...)
+			b = append(b, ": "...)
+			b = append(b, v...)
+			b = append(b, "\r\n"...)
+		}
+	}
+	b = append(b, "\r\n"...)
+	if bodyAllowed && x.req.method != "HEAD" {
+		b = append(b, w.body...)
+		x.sum.bytesOut = int64(len(w.body))
+	}
+	x.out = b
+	x.sum.status = status
+	if _, err := bw.Write(b); err != nil {
+		x.sum.clientGone = true
+		return false
+	}
+	return !closeConn
+}
