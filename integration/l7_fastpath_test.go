@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -377,5 +378,106 @@ upstreams:
 	}
 	if v, _ := metricValue(t, l7.admin, `tidegate_l7_fast_path_handoffs_total{listener="fast",reason="route"}`); v == 0 {
 		t.Error("no request on a policy route was handed to net/http")
+	}
+}
+
+// TestL7FastPathCacheHitsMatch fills the cache through net/http and then
+// sends the same hits, a conditional request and a HEAD to a listener
+// with the fast path and one without. The client must get the same
+// response from both, apart from Date, Age and the request ID.
+func TestL7FastPathCacheHitsMatch(t *testing.T) {
+	dir := t.TempDir()
+	var backendHits atomic.Int64
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{ReadHeaderTimeout: 5 * time.Second, Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		backendHits.Add(1)
+		w.Header().Set("Cache-Control", "max-age=600")
+		w.Header().Set("ETag", `"v1"`)
+		w.Header().Set("Content-Type", "text/plain")
+		w.Header().Set("Vary", "X-Variant")
+		if r.Header.Get("If-None-Match") == `"v1"` {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		_, _ = io.WriteString(w, "cached body for "+r.URL.Path+" "+r.Header.Get("X-Variant"))
+	})}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { srv.Close() })
+
+	fastAddr, generalAddr := freeAddr(t), freeAddr(t)
+	l7 := startL7(t, dir, fmt.Sprintf(`listeners:
+  - name: fast
+    address: %s
+  - name: general
+    address: %s
+    fast_path: false
+cache:
+  max_size: 16MiB
+routes:
+  - name: cached
+    upstream: web
+    cache:
+      enabled: true
+upstreams:
+  - name: web
+    backends:
+      - address: %s
+`, fastAddr, generalAddr, ln.Addr()), "shutdown_delay: 0s")
+	addrs := map[string]string{"fast": fastAddr, "general": generalAddr}
+
+	do := func(listener, method string, hdr map[string]string) string {
+		t.Helper()
+		c, err := net.Dial("tcp", addrs[listener])
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		req := method + " /item HTTP/1.1\r\nHost: cache.test\r\nConnection: close\r\n"
+		for k, v := range hdr {
+			req += k + ": " + v + "\r\n"
+		}
+		_, _ = io.WriteString(c, req+"\r\n")
+		raw, _ := io.ReadAll(c)
+		head, body, _ := strings.Cut(string(raw), "\r\n\r\n")
+		var keep []string
+		for _, line := range strings.Split(head, "\r\n") {
+			name, _, _ := strings.Cut(line, ":")
+			switch strings.ToLower(name) {
+			case "date", "age", "x-request-id":
+				continue
+			}
+			keep = append(keep, line)
+		}
+		slices.Sort(keep[1:])
+		return strings.Join(keep, "\n") + "\n\n" + body
+	}
+	// Fill the cache for both variants.
+	do("general", "GET", nil)
+	do("general", "GET", map[string]string{"X-Variant": "b"})
+	filled := backendHits.Load()
+	for _, tc := range []struct {
+		method string
+		hdr    map[string]string
+	}{
+		{"GET", nil},
+		{"GET", map[string]string{"X-Variant": "b"}},
+		{"GET", map[string]string{"If-None-Match": `"v1"`}},
+		{"HEAD", nil},
+		{"GET", map[string]string{"Accept-Encoding": "gzip"}},
+	} {
+		general, fast := do("general", tc.method, tc.hdr), do("fast", tc.method, tc.hdr)
+		if general != fast {
+			t.Errorf("%s %v:\nnet/http:\n%s\nfast path:\n%s", tc.method, tc.hdr, general, fast)
+		}
+	}
+	if n := backendHits.Load(); n != filled {
+		t.Errorf("backend got %d requests for cache hits, want 0", n-filled)
+	}
+	if v, _ := metricValue(t, l7.admin, `tidegate_l7_fast_path_requests_total{listener="fast"}`); v < 4 {
+		t.Errorf("the fast path served %v of the cache hits, want at least 4", v)
 	}
 }
