@@ -306,13 +306,17 @@ type fastExchange struct {
 }
 
 // release returns x to its pool, without the buffers that a large
-// response head grew, so the pool does not keep them.
+// response head or a large cached body grew, so the pool does not keep
+// them.
 func (x *fastExchange) release() {
 	if cap(x.out) > 64<<10 {
 		x.out = nil
 	}
 	if cap(x.resp.fields) > 4*maxFastFields {
 		x.resp.fields = nil
+	}
+	if cap(x.w.body) > 64<<10 {
+		x.w.body = nil
 	}
 	fastStates.Put(x)
 }
