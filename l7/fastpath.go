@@ -224,10 +224,6 @@ func (c *fastConn) readHead(ls *listenerSettings) ([]byte, error) {
 	cfg := &ls.cfg
 	if c.br.Buffered() == 0 {
 		c.idle.Store(true)
-		if c.l.fast.draining.Load() {
-			c.idle.Store(false)
-			return nil, net.ErrClosed
-		}
 		idle := cfg.IdleTimeout.D()
 		if idle == 0 {
 			idle = cfg.ReadTimeout.D()
@@ -235,6 +231,17 @@ func (c *fastConn) readHead(ls *listenerSettings) ([]byte, error) {
 		if err := c.conn.SetReadDeadline(deadline(idle)); err != nil {
 			c.idle.Store(false)
 			return nil, err
+		}
+		// The drain check comes after the deadline is set. A drain
+		// that starts before the check finds idle set and moves the
+		// deadline to the past after this line. A drain that starts
+		// later is caught here. With the check first, a drain starting
+		// between the check and the deadline would have its wake-up
+		// overwritten, and the connection would hold the drain for its
+		// idle timeout.
+		if c.l.fast.draining.Load() {
+			c.idle.Store(false)
+			return nil, net.ErrClosed
 		}
 		_, err := c.br.Peek(1)
 		c.idle.Store(false)
@@ -292,6 +299,22 @@ type fastExchange struct {
 	sum requestSummary
 }
 
+// release returns x to its pool, without the buffers that a large
+// response head or a large cached body grew, so the pool does not keep
+// them.
+func (x *fastExchange) release() {
+	if cap(x.out) > 64<<10 {
+		x.out = nil
+	}
+	if cap(x.resp.fields) > 4*maxFastFields {
+		x.resp.fields = nil
+	}
+	if cap(x.w.body) > 64<<10 {
+		x.w.body = nil
+	}
+	fastStates.Put(x)
+}
+
 // Reasons for handing a connection to net/http, for the handoff metric.
 const (
 	handOffRequest     = "request"     // not a plain GET or HEAD
@@ -307,7 +330,7 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, h
 	start := time.Now()
 	s := c.l.server
 	x := fastStates.Get().(*fastExchange)
-	defer fastStates.Put(x)
+	defer x.release()
 	req := &x.req
 	if !ls.cfg.FastPathEnabled() || containsAddr(ls.trustedForwarders, c.info.Client.Addr()) {
 		return false, handOffSettings
@@ -584,7 +607,7 @@ func (c *fastConn) sendHead(x *fastExchange, pool *upstream.Pool, bc *upstream.D
 	if _, err := bc.Write(x.out); err != nil {
 		return err
 	}
-	head, err := readResponseHead(bc.R)
+	head, err := readResponseHead(bc)
 	if err != nil && isTimeout(err) && (headBy.IsZero() || time.Now().Before(headBy)) {
 		_ = bc.SetDeadline(headBy)
 		head, err = c.readHeadWatching(bc)
@@ -611,7 +634,7 @@ func (c *fastConn) readHeadWatching(bc *upstream.DirectConn) ([]byte, error) {
 		}
 		done <- err
 	}()
-	head, err := readResponseHead(bc.R)
+	head, err := readResponseHead(bc)
 	// Stop the watch, and wait for it so the read buffer has one user.
 	_ = c.conn.SetReadDeadline(time.Unix(1, 0))
 	<-done
@@ -621,15 +644,88 @@ func (c *fastConn) readHeadWatching(bc *upstream.DirectConn) ([]byte, error) {
 	return head, err
 }
 
-// readResponseHead returns the next response head in r's buffer.
-func readResponseHead(r *bufio.Reader) ([]byte, error) {
-	for {
-		buf, _ := r.Peek(r.Buffered())
-		if n := headEnd(buf); n >= 0 {
-			return buf[:n], nil
+// maxResponseHead is the largest response head the fast path reads, the
+// default limit of net/http's transport, which serves the same backends
+// with fast_path off. Larger heads get 502 on both paths.
+const maxResponseHead = 10 << 20
+
+// bodyWatch watches the client connection while a response body is
+// relayed, once the body has taken watchDelay, as readHeadWatching does
+// for the head. A client that closes its connection cuts the backend read
+// short, so the backend request ends instead of waiting on a stalled
+// backend.
+type bodyWatch struct {
+	c     *fastConn
+	bc    *upstream.DirectConn
+	timer *time.Timer
+	gone  atomic.Bool
+
+	mu      sync.Mutex
+	started bool
+	stopped bool
+	done    chan struct{}
+}
+
+func (c *fastConn) watchBody(bc *upstream.DirectConn) *bodyWatch {
+	w := &bodyWatch{c: c, bc: bc}
+	w.timer = time.AfterFunc(watchDelay, w.start)
+	return w
+}
+
+func (w *bodyWatch) start() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.stopped {
+		return
+	}
+	w.started = true
+	w.done = make(chan struct{})
+	_ = w.c.conn.SetReadDeadline(time.Time{})
+	go func() {
+		defer close(w.done)
+		// Bytes the client sends (a pipelined request) stay in the
+		// read buffer and end the watch.
+		_, err := w.c.br.Peek(1)
+		if err != nil && !isTimeout(err) {
+			w.gone.Store(true)
+			_ = w.bc.SetReadDeadline(time.Unix(1, 0))
 		}
+	}()
+}
+
+// stop ends the watch, waiting for its goroutine so that the client read
+// buffer has one user again, and reports whether the client went away.
+func (w *bodyWatch) stop() bool {
+	w.timer.Stop()
+	w.mu.Lock()
+	w.stopped = true
+	started := w.started
+	w.mu.Unlock()
+	if started {
+		_ = w.c.conn.SetReadDeadline(time.Unix(1, 0))
+		<-w.done
+	}
+	return w.gone.Load()
+}
+
+// readResponseHead returns the next response head in bc's read buffer,
+// growing the buffer for a head that does not fit.
+func readResponseHead(bc *upstream.DirectConn) ([]byte, error) {
+	// scanned is where the search for the end of the head resumes. A
+	// line end in the last two bytes searched may start the blank line.
+	scanned := 0
+	for {
+		r := bc.R
+		buf, _ := r.Peek(r.Buffered())
+		if n := headEnd(buf[scanned:]); n >= 0 {
+			return buf[:scanned+n], nil
+		}
+		scanned = max(0, len(buf)-2)
 		if len(buf) == r.Size() {
-			return nil, errors.New("response head from backend larger than " + strconv.Itoa(r.Size()) + " bytes")
+			if !bc.GrowReader(maxResponseHead) {
+				return nil, errors.New("response head from backend larger than " + strconv.Itoa(maxResponseHead) + " bytes")
+			}
+			r = bc.R
 		}
 		if _, err := r.Peek(len(buf) + 1); err != nil {
 			if len(buf) > 0 && errors.Is(err, io.EOF) {
@@ -661,7 +757,7 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 		if err := bw.Flush(); err != nil {
 			return c.clientFailed(x, bc, err)
 		}
-		h, err := readResponseHead(bc.R)
+		h, err := readResponseHead(bc)
 		if err == nil {
 			err = parseResponse(h, resp)
 		}
@@ -687,6 +783,12 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 		return c.clientFailed(x, bc, err)
 	}
 
+	// A body that is not all here yet may take long, and a client that
+	// leaves meanwhile must end the backend request.
+	var watch *bodyWatch
+	if !noBody && (resp.contentLength < 0 || int64(bc.R.Buffered()) < resp.contentLength) {
+		watch = c.watchBody(bc)
+	}
 	var err error
 	var clientErr bool
 	switch {
@@ -697,6 +799,9 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 		err, clientErr = c.copyChunked(x, bc.R, bw)
 	default:
 		err, clientErr = c.copyUntilClose(x, bc.R, bw)
+	}
+	if watch != nil && watch.stop() && err != nil {
+		err, clientErr = errClientGone, true
 	}
 	if err != nil {
 		_ = bc.Close()

@@ -324,7 +324,7 @@ func TestFastPathResponseFraming(t *testing.T) {
 		"/bad-status":      "HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok",
 		"/switching":       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
 		"/short-body":      "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
-		"/huge-head":       "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 20<<10) + "\r\nContent-Length: 2\r\n\r\nok",
+		"/huge-head":       "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 11<<20) + "\r\nContent-Length: 2\r\n\r\nok",
 	}
 	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
 		for {
@@ -339,7 +339,9 @@ func TestFastPathResponseFraming(t *testing.T) {
 			}
 		}
 	})
-	_, addrs := startL7(t, fmt.Sprintf(oneListener, addr))
+	// Reading the 11 MiB head takes seconds under the race detector on a
+	// loaded machine, so the head timeout is longer than the shared one.
+	_, addrs := startL7(t, strings.Replace(fmt.Sprintf(oneListener, addr), "response_header_timeout: 2s", "response_header_timeout: 30s", 1))
 	client := &http.Client{Transport: &http.Transport{}}
 	defer client.CloseIdleConnections()
 

@@ -14,7 +14,7 @@ import (
 // malformed head becomes a 502.
 
 // maxFastFields caps the header fields of a request the fast path takes
-// and of a response it reads.
+// and of a trailer section it relays.
 const maxFastFields = 100
 
 // h1Field is one header field, sliced from the head it was parsed from.
@@ -391,7 +391,9 @@ func parseResponse(head []byte, resp *h1Response) error {
 		if len(line) == 0 {
 			break
 		}
-		if line[0] == ' ' || line[0] == '\t' || len(fields) == maxFastFields {
+		// The head's size bounds the number of fields, as on the
+		// net/http path.
+		if line[0] == ' ' || line[0] == '\t' {
 			return errBadResponse
 		}
 		f, ok := splitField(line)

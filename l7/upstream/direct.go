@@ -2,7 +2,9 @@ package upstream
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"io"
 	"net"
 	"net/http"
 	"sync"
@@ -185,10 +187,31 @@ func (p *Pool) dialDirect(ctx context.Context, b *Backend) (*DirectConn, error) 
 	return dc, nil
 }
 
+// GrowReader replaces R with a reader twice its size, at most max bytes,
+// that first returns the bytes buffered in R. It reports false when R already
+// has max bytes. [Pool.ReleaseDirect] returns the connection to the
+// default size.
+func (c *DirectConn) GrowReader(max int) bool {
+	size := c.R.Size()
+	if size >= max {
+		return false
+	}
+	buffered, _ := c.R.Peek(c.R.Buffered())
+	buffered = bytes.Clone(buffered)
+	c.R = bufio.NewReaderSize(io.MultiReader(bytes.NewReader(buffered), c.Conn), min(2*size, max))
+	return true
+}
+
 // ReleaseDirect returns c to the idle connections when reusable is true
 // and there is room, and closes it otherwise.
 func (p *Pool) ReleaseDirect(c *DirectConn, reusable bool) {
 	if reusable && c.R.Buffered() == 0 {
+		if c.R.Size() > directReadBuffer {
+			// The larger reader read a head that did not fit. Its
+			// first read took all the bytes carried over from the
+			// old reader, so a new reader loses nothing.
+			c.R = bufio.NewReaderSize(c.Conn, directReadBuffer)
+		}
 		// Deadlines set for the exchange must not fire on an idle
 		// connection.
 		if err := c.SetDeadline(time.Time{}); err == nil {
