@@ -174,9 +174,9 @@ func trimOWS(b []byte) []byte {
 }
 
 // fastTarget accepts an origin-form target whose path has no escapes and
-// only characters that net/url leaves as they are, and whose query has only
-// visible ASCII. Routing then sees the same path as net/http would, and the
-// path normalisation check decides the rest.
+// only characters that net/url leaves as they are, and whose query has
+// only visible ASCII. Routing then matches the same path as net/http
+// would, and the path normalisation check decides the rest.
 func fastTarget(t []byte) bool {
 	if len(t) == 0 || t[0] != '/' {
 		return false
@@ -346,7 +346,7 @@ var errBadResponse = errors.New("malformed response head from backend")
 // parseResponse parses a backend's response head, which ends with the
 // blank line. It accepts bare LF line ends, as RFC 9112 section 2.2 allows
 // a recipient to, and rejects obsolete line folding, which a proxy may
-// answer with 502 (section 5.2). resp.fields is reused.
+// reject with 502 (section 5.2). resp.fields is reused.
 func parseResponse(head []byte, resp *h1Response) error {
 	fields := resp.fields[:0]
 	*resp = h1Response{fields: fields, contentLength: -1}

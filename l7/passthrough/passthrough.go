@@ -11,7 +11,7 @@ package passthrough
 
 import "net/http"
 
-// Request is what a [Handler] may read to decide.
+// Request is the part of a request a [Handler] reads to decide.
 type Request struct {
 	// Listener is the name of the listener that received the request.
 	Listener string

@@ -64,7 +64,7 @@ func (p *Pool) DirectCapable() bool {
 }
 
 // Admit counts a request against max_requests. It returns [ErrOverloaded]
-// when the pool is full; otherwise the caller calls [Pool.Done] once the
+// when the pool is full. Otherwise the caller calls [Pool.Done] once the
 // request ends.
 func (p *Pool) Admit() error {
 	n := p.inFlight.Add(1)
@@ -106,7 +106,7 @@ func (b *Backend) EndRequest() { b.inFlight.Add(-1) }
 // failed is a connect failure or a 5xx response.
 func (p *Pool) Observe(b *Backend, failed bool) { p.recordResult(b, failed) }
 
-// TakeRetry reserves a retry from the pool's retry budget; the caller
+// TakeRetry reserves a retry from the pool's retry budget. The caller
 // hands it back with [Pool.ReturnRetry] when the retried attempt ends.
 func (p *Pool) TakeRetry() bool { return p.takeRetry() }
 
