@@ -100,8 +100,8 @@ func TestFaultL7KilledUnderLoad(t *testing.T) {
 
 		// Which L7 node each keep-alive worker's connection was on: the
 		// node of its last request that completed before the kill. The
-		// node of a request in flight at the kill is not a reliable
-		// answer: when the killed node resets the connection under it,
+		// node of a request in flight at the kill is not reliable,
+		// because when the killed node resets the connection under it,
 		// the retry on a new connection can land on the survivor.
 		onVictim := map[int]bool{}
 		carried := 0

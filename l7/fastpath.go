@@ -158,6 +158,9 @@ func (l *listener) fastEnabled(ls *listenerSettings, info *conninfo.Info) bool {
 // serveFast serves requests on conn until one needs net/http, and then
 // returns the connection for net/http to serve, with the bytes already read
 // put back. It returns nil when it has closed the connection.
+//
+// NOTE: the handoff is one way. After one POST, cache miss or upgrade, the
+// rest of the connection pays net/http's cost even for plain GETs.
 func (l *listener) serveFast(conn net.Conn, info *conninfo.Info) net.Conn {
 	c := &fastConn{l: l, conn: conn, info: info, fastCount: l.server.metrics.fastRequests.WithLabelValues(l.name)}
 	if !l.fast.add(c) {
@@ -369,7 +372,7 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, h
 		return false, handOffRoute
 	}
 	if responder == nil {
-		x.out = c.appendOutboundHead(x.out[:0], ls, req, host, id)
+		x.out = c.appendOutboundHead(x.out[:0], req, host, id)
 	}
 	// The head stays readable in the buffer until the next read, and
 	// nothing reads the client connection before the response is done.
@@ -400,6 +403,20 @@ func (c *fastConn) serveRequest(ls *listenerSettings, head []byte) (keep bool, h
 	x.rs = requestState{}
 	x.sum = requestSummary{}
 	return keep, ""
+}
+
+// appendFields writes the fields not marked drop as "name: value" lines.
+func appendFields(b []byte, fields []h1Field) []byte {
+	for _, f := range fields {
+		if f.drop {
+			continue
+		}
+		b = append(b, f.name...)
+		b = append(b, ": "...)
+		b = append(b, f.value...)
+		b = append(b, "\r\n"...)
+	}
+	return b
 }
 
 // passThrough walks the route's handler chain h down to its upstream
@@ -452,25 +469,19 @@ func (r *h1Request) values(name string) []string {
 // appendOutboundHead writes the request head for the backend: the client's
 // fields without hop-by-hop and forwarding ones, then the forwarding
 // headers that [Server.rewrite] sets on the net/http path.
-func (c *fastConn) appendOutboundHead(b []byte, ls *listenerSettings, req *h1Request, host, id string) []byte {
+func (c *fastConn) appendOutboundHead(b []byte, req *h1Request, host, id string) []byte {
 	b = append(b, req.method...)
 	b = append(b, ' ')
 	b = append(b, req.target...)
 	b = append(b, " HTTP/1.1\r\n"...)
-	for _, f := range req.fields {
-		if f.drop {
-			continue
-		}
-		b = append(b, f.name...)
-		b = append(b, ": "...)
-		b = append(b, f.value...)
-		b = append(b, "\r\n"...)
-	}
+	b = appendFields(b, req.fields)
+
 	client := c.info.Client.Addr()
 	proto := "http"
 	if c.info.TLS {
 		proto = "https"
 	}
+
 	b = append(b, "X-Forwarded-For: "...)
 	b = client.AppendTo(b)
 	b = append(b, "\r\nX-Real-Ip: "...)
@@ -620,8 +631,11 @@ func (c *fastConn) sendHead(x *fastExchange, pool *upstream.Pool, bc *upstream.D
 
 // readHeadWatching reads the response head while a second goroutine waits
 // for the client connection to become readable. A client that closes its
-// connection ends the wait with errClientGone; bytes it sends (a pipelined
+// connection ends the wait with errClientGone. Bytes it sends (a pipelined
 // request) stay in the read buffer for later.
+//
+// NOTE: such bytes also end the watch, so a pipelining client that then
+// closes is not noticed until the backend responds or times out.
 func (c *fastConn) readHeadWatching(bc *upstream.DirectConn) ([]byte, error) {
 	_ = c.conn.SetReadDeadline(time.Time{})
 	var gone atomic.Bool
@@ -762,9 +776,10 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 			err = parseResponse(h, resp)
 		}
 		if err != nil {
+			// Interim responses leave the final status open, so the
+			// client still gets a 502.
 			_ = bc.Close()
-			x.rs.err = err
-			return false
+			return c.writeError(x, bw, err)
 		}
 	}
 	head, _ := bc.R.Peek(bc.R.Buffered())
@@ -807,6 +822,9 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 		_ = bc.Close()
 		x.rs.err = err
 		x.sum.clientGone = clientErr
+		if s := c.l.server; s.logger.Enabled(context.Background(), slog.LevelDebug) {
+			s.logger.Debug("response body relay failed", "request_id", x.rs.id, "backend", x.rs.attempt.Backend, "client_gone", clientErr, "err", err)
+		}
 		return false
 	}
 	reusable := !resp.close && (resp.contentLength >= 0 || resp.chunked || noBody)
@@ -834,18 +852,11 @@ func appendResponseHead(b []byte, resp *h1Response, id string, withBody, closeCo
 		b = append(b, http.StatusText(resp.status)...)
 	}
 	b = append(b, "\r\n"...)
-	for _, f := range resp.fields {
-		if f.drop {
-			continue
-		}
-		b = append(b, f.name...)
-		b = append(b, ": "...)
-		b = append(b, f.value...)
-		b = append(b, "\r\n"...)
-	}
+	b = appendFields(b, resp.fields)
 	if resp.status < 200 {
 		return append(b, "\r\n"...)
 	}
+
 	b = append(b, "X-Request-Id: "...)
 	b = append(b, id...)
 	b = append(b, "\r\n"...)
@@ -854,6 +865,7 @@ func appendResponseHead(b []byte, resp *h1Response, id string, withBody, closeCo
 		b = appendDate(b)
 		b = append(b, "\r\n"...)
 	}
+
 	switch {
 	case resp.status == http.StatusNoContent:
 	case resp.contentLength >= 0:
@@ -1053,18 +1065,12 @@ func (c *fastConn) copyUntilClose(x *fastExchange, r *bufio.Reader, w *bufio.Wri
 // [Server.handleProxyError] does on the net/http path.
 func (c *fastConn) writeError(x *fastExchange, bw *bufio.Writer, err error) bool {
 	x.rs.err = err
-	status := http.StatusBadGateway
-	switch {
-	case errors.Is(err, upstream.ErrOverloaded):
-		status = http.StatusServiceUnavailable
-	case errors.Is(err, upstream.ErrNoBackend):
-	case isTimeout(err):
-		status = http.StatusGatewayTimeout
-	}
+	status := upstreamErrorStatus(err)
 	s := c.l.server
 	if s.logger.Enabled(context.Background(), slog.LevelDebug) {
-		s.logger.Debug("upstream request failed", "status", status, "err", err)
+		s.logger.Debug("upstream request failed", "status", status, "request_id", x.rs.id, "backend", x.rs.attempt.Backend, "err", err)
 	}
+
 	text := http.StatusText(status)
 	b := x.out[:0]
 	b = append(b, "HTTP/1.1 "...)
@@ -1083,6 +1089,7 @@ func (c *fastConn) writeError(x *fastExchange, bw *bufio.Writer, err error) bool
 		b = append(b, '\n')
 		x.sum.bytesOut = int64(len(text) + 1)
 	}
+
 	x.out = b
 	x.sum.status = status
 	if _, werr := bw.Write(b); werr != nil {

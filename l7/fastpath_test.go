@@ -55,7 +55,7 @@ func startL7(t *testing.T, yaml string, opts ...Option) (*Server, map[string]str
 	return s, addrs
 }
 
-// echoHeaders answers with the request's method, target and header fields
+// echoHeaders responds with the request's method, target and header fields
 // as JSON, plus responses shaped by the path.
 func echoHeaders(w http.ResponseWriter, r *http.Request) {
 	switch r.URL.Path {
@@ -192,7 +192,7 @@ func TestFastPathMatchesGeneralPath(t *testing.T) {
 
 // compareEchoedRequests checks that the backend saw the same request from
 // both listeners, apart from the listener port.
-func compareEchoedRequests(t *testing.T, what, fastBody, generalBody string, addrs map[string]string) {
+func compareEchoedRequests(t *testing.T, request, fastBody, generalBody string, addrs map[string]string) {
 	t.Helper()
 	type echoed struct {
 		Method, Target string
@@ -200,30 +200,35 @@ func compareEchoedRequests(t *testing.T, what, fastBody, generalBody string, add
 	}
 	var fast, general echoed
 	if err := json.Unmarshal([]byte(fastBody), &fast); err != nil {
-		t.Fatalf("%s: %v in %q", what, err, fastBody)
+		t.Fatalf("%s: %v in %q", request, err, fastBody)
 	}
 	if err := json.Unmarshal([]byte(generalBody), &general); err != nil {
-		t.Fatalf("%s: %v in %q", what, err, generalBody)
+		t.Fatalf("%s: %v in %q", request, err, generalBody)
 	}
+
+	// The listeners differ in port only.
 	_, fastPort, _ := net.SplitHostPort(addrs["fast"])
 	_, generalPort, _ := net.SplitHostPort(addrs["general"])
 	if got := fast.Header.Get("X-Forwarded-Port"); got != fastPort {
-		t.Errorf("%s: fast path X-Forwarded-Port = %q, want %s", what, got, fastPort)
+		t.Errorf("%s: fast path X-Forwarded-Port = %q, want %s", request, got, fastPort)
+	}
+	if got := general.Header.Get("X-Forwarded-Port"); got != generalPort {
+		t.Errorf("%s: net/http X-Forwarded-Port = %q, want %s", request, got, generalPort)
 	}
 	fast.Header.Del("X-Forwarded-Port")
 	general.Header.Del("X-Forwarded-Port")
 	if !reflect.DeepEqual(fast, general) {
-		t.Errorf("%s: backend saw different requests:\nfast:     %+v\nnet/http: %+v", what, fast, general)
+		t.Errorf("%s: backend saw different requests:\nfast:     %+v\nnet/http: %+v", request, fast, general)
 	}
+
 	for _, name := range []string{"Proxy-Authorization", "Keep-Alive", "X-Forwarded-Prefix"} {
 		if v := fast.Header.Get(name); v != "" {
-			t.Errorf("%s: backend got %s: %q", what, name, v)
+			t.Errorf("%s: backend got %s: %q", request, name, v)
 		}
 	}
 	if got := fast.Header.Get("X-Forwarded-For"); got != "127.0.0.1" {
-		t.Errorf("%s: X-Forwarded-For = %q, want the client only", what, got)
+		t.Errorf("%s: X-Forwarded-For = %q, want the client only", request, got)
 	}
-	_ = generalPort
 }
 
 // rawBackend serves each connection with serve, for responses that
@@ -314,17 +319,18 @@ func rawExchange(t *testing.T, addr, raw string, wait time.Duration) string {
 
 func TestFastPathResponseFraming(t *testing.T) {
 	responses := map[string]string{
-		"/close-delimited": "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
-		"/chunked-ext":     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value\r\nhello\r\n0\r\nX-Trailer: yes\r\n\r\n",
-		"/te-and-cl":       "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
-		"/bare-lf":         "HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
-		"/informational":   "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-		"/folded":          "HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 2\r\n\r\nok",
-		"/two-lengths":     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
-		"/bad-status":      "HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok",
-		"/switching":       "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
-		"/short-body":      "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
-		"/huge-head":       "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 11<<20) + "\r\nContent-Length: 2\r\n\r\nok",
+		"/close-delimited":   "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nuntil the end",
+		"/chunked-ext":       "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;name=value\r\nhello\r\n0\r\nX-Trailer: yes\r\n\r\n",
+		"/te-and-cl":         "HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+		"/bare-lf":           "HTTP/1.1 200 OK\nContent-Length: 2\n\nok",
+		"/informational-bad": "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nnot a status line\r\n\r\n",
+		"/informational":     "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+		"/folded":            "HTTP/1.1 200 OK\r\nX-A: one\r\n two\r\nContent-Length: 2\r\n\r\nok",
+		"/two-lengths":       "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+		"/bad-status":        "HTTP/1.1 2000 OK\r\nContent-Length: 2\r\n\r\nok",
+		"/switching":         "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+		"/short-body":        "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+		"/huge-head":         "HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("a", 11<<20) + "\r\nContent-Length: 2\r\n\r\nok",
 	}
 	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
 		for {
@@ -389,7 +395,7 @@ func TestFastPathResponseFraming(t *testing.T) {
 		}
 	}
 
-	for _, path := range []string{"/folded", "/two-lengths", "/bad-status", "/switching", "/huge-head"} {
+	for _, path := range []string{"/folded", "/two-lengths", "/bad-status", "/switching", "/huge-head", "/informational-bad"} {
 		resp, _, err := get(path)
 		if err != nil || resp.StatusCode != http.StatusBadGateway {
 			t.Errorf("%s: got %v, %v; want 502", path, resp, err)
@@ -619,6 +625,7 @@ func BenchmarkFastPathRaw(b *testing.B) {
 			}()
 		}
 	}()
+
 	f, err := config.Parse([]byte("l7:\n" + fmt.Sprintf(oneListener, ln.Addr().String())))
 	if err != nil {
 		b.Fatal(err)
@@ -635,6 +642,7 @@ func BenchmarkFastPathRaw(b *testing.B) {
 		defer cancel()
 		_ = s.Drain(ctx)
 	}()
+
 	c, err := net.Dial("tcp", s.Addrs()["fast"].String())
 	if err != nil {
 		b.Fatal(err)
@@ -657,8 +665,8 @@ func BenchmarkFastPathRaw(b *testing.B) {
 }
 
 // FuzzFastPathConn writes arbitrary bytes to a fast-path listener in front
-// of a backend that answers every request it can parse. The proxy must not
-// crash, must close or answer every connection, and must send the backend
+// of a backend that responds to every request it can parse. The proxy must
+// not crash, must close or respond on every connection, and must send the backend
 // only requests that parse.
 func FuzzFastPathConn(f *testing.F) {
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: a\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n"))

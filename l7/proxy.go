@@ -34,6 +34,12 @@ func statusForError(r *http.Request, err error) int {
 	if r.Context().Err() != nil || errors.Is(err, context.Canceled) {
 		return statusClientClosed
 	}
+	return upstreamErrorStatus(err)
+}
+
+// upstreamErrorStatus maps an error from forwarding to a backend, with the
+// client still connected, to the status the client gets.
+func upstreamErrorStatus(err error) int {
 	// A request body cut off by http.MaxBytesReader (HTTP/2 body limits).
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
@@ -185,8 +191,8 @@ func (l *listener) routeRequest(w http.ResponseWriter, r *http.Request) {
 	rs.st.handlers[rt.Index].ServeHTTP(w, r)
 }
 
-// requestSummary is what the access log and the metrics need from a
-// finished request, whichever path served it.
+// requestSummary is the part of a finished request that the access log and
+// the metrics read, whichever path served it.
 type requestSummary struct {
 	proto, method, host, path string
 	info                      *conninfo.Info

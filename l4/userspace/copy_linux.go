@@ -309,7 +309,7 @@ func (pp *pipePool) close() {
 
 // readAvailable reads what c has received so far into p without waiting.
 // It returns 0 and a nil error when nothing has arrived and at EOF, which
-// the next read sees again.
+// the next read returns again.
 func readAvailable(c *net.TCPConn, p []byte) (int, error) {
 	raw, err := c.SyscallConn()
 	if err != nil {

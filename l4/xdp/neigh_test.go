@@ -49,7 +49,7 @@ func TestKeepGatewaysManagesNeighbour(t *testing.T) {
 // TestKeepNeighboursKeepsResolvedEntry checks the kernel behaviour that
 // SetVIP relies on when it runs again for a table change: replacing a
 // resolved neighbour entry with a managed one keeps it resolved, so
-// bpf_fib_lookup never sees the real's next hop unresolved.
+// bpf_fib_lookup never finds the real's next hop unresolved.
 func TestKeepNeighboursKeepsResolvedEntry(t *testing.T) {
 	// NUD_VALID in include/net/neighbour.h: the states in which
 	// bpf_fib_lookup returns the neighbour's address.

@@ -157,7 +157,7 @@ func (c *DirectConn) peerSpoke() bool {
 // poll is the body of peerSpoke, bound once per connection in pollFunc so
 // that the check does not allocate. A close makes the socket readable too.
 func (c *DirectConn) poll(fd uintptr) {
-	c.pollFD[0] = unix.PollFd{Fd: int32(fd), Events: unix.POLLIN | unix.POLLRDHUP}
+	c.pollFD[0] = unix.PollFd{Fd: int32(fd), Events: pollEvents}
 	n, err := unix.Poll(c.pollFD[:], 0)
 	c.spoke = err == nil && n > 0 && c.pollFD[0].Revents != 0
 }
