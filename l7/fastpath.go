@@ -255,7 +255,7 @@ func (c *fastConn) readHead(ls *listenerSettings) ([]byte, error) {
 	// A head that arrived whole needs no header deadline, which saves a
 	// timer update on most requests.
 	buf, _ := c.br.Peek(c.br.Buffered())
-	if n := headEnd(buf); n >= 0 {
+	if n := upstream.HeadEnd(buf); n >= 0 {
 		return buf[:n], nil
 	}
 	timeout := cfg.ReadHeaderTimeout.D()
@@ -267,7 +267,7 @@ func (c *fastConn) readHead(ls *listenerSettings) ([]byte, error) {
 	}
 	for {
 		buf, _ := c.br.Peek(c.br.Buffered())
-		if n := headEnd(buf); n >= 0 {
+		if n := upstream.HeadEnd(buf); n >= 0 {
 			return buf[:n], nil
 		}
 		if len(buf) >= c.br.Size() || len(buf) >= int(cfg.MaxHeaderBytes) && cfg.MaxHeaderBytes > 0 {
@@ -618,7 +618,7 @@ func (c *fastConn) sendHead(x *fastExchange, pool *upstream.Pool, bc *upstream.D
 	if _, err := bc.Write(x.out); err != nil {
 		return err
 	}
-	head, err := readResponseHead(bc)
+	head, err := bc.PeekHead()
 	if err != nil && isTimeout(err) && (headBy.IsZero() || time.Now().Before(headBy)) {
 		_ = bc.SetDeadline(headBy)
 		head, err = c.readHeadWatching(bc)
@@ -648,7 +648,7 @@ func (c *fastConn) readHeadWatching(bc *upstream.DirectConn) ([]byte, error) {
 		}
 		done <- err
 	}()
-	head, err := readResponseHead(bc)
+	head, err := bc.PeekHead()
 	// Stop the watch, and wait for it so the read buffer has one user.
 	_ = c.conn.SetReadDeadline(time.Unix(1, 0))
 	<-done
@@ -657,11 +657,6 @@ func (c *fastConn) readHeadWatching(bc *upstream.DirectConn) ([]byte, error) {
 	}
 	return head, err
 }
-
-// maxResponseHead is the largest response head the fast path reads, the
-// default limit of net/http's transport, which serves the same backends
-// with fast_path off. Larger heads get 502 on both paths.
-const maxResponseHead = 10 << 20
 
 // bodyWatch watches the client connection while a response body is
 // relayed, once the body has taken watchDelay, as readHeadWatching does
@@ -722,34 +717,6 @@ func (w *bodyWatch) stop() bool {
 	return w.gone.Load()
 }
 
-// readResponseHead returns the next response head in bc's read buffer,
-// growing the buffer for a head that does not fit.
-func readResponseHead(bc *upstream.DirectConn) ([]byte, error) {
-	// scanned is where the search for the end of the head resumes. A
-	// line end in the last two bytes searched may start the blank line.
-	scanned := 0
-	for {
-		r := bc.R
-		buf, _ := r.Peek(r.Buffered())
-		if n := headEnd(buf[scanned:]); n >= 0 {
-			return buf[:scanned+n], nil
-		}
-		scanned = max(0, len(buf)-2)
-		if len(buf) == r.Size() {
-			if !bc.GrowReader(maxResponseHead) {
-				return nil, errors.New("response head from backend larger than " + strconv.Itoa(maxResponseHead) + " bytes")
-			}
-			r = bc.R
-		}
-		if _, err := r.Peek(len(buf) + 1); err != nil {
-			if len(buf) > 0 && errors.Is(err, io.EOF) {
-				return nil, io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
-	}
-}
-
 // relay writes the response whose head is in x.resp, and any 1xx
 // responses before it, to the client, and returns bc to the pool or closes
 // it. It reports whether the client connection is still usable.
@@ -764,14 +731,14 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 		// not ask for.
 		x.out = appendResponseHead(x.out[:0], resp, x.rs.id, false, false)
 		head, _ := bc.R.Peek(bc.R.Buffered())
-		_, _ = bc.R.Discard(headEnd(head))
+		_, _ = bc.R.Discard(upstream.HeadEnd(head))
 		if _, err := bw.Write(x.out); err != nil {
 			return c.clientFailed(x, bc, err)
 		}
 		if err := bw.Flush(); err != nil {
 			return c.clientFailed(x, bc, err)
 		}
-		h, err := readResponseHead(bc)
+		h, err := bc.PeekHead()
 		if err == nil {
 			err = parseResponse(h, resp)
 		}
@@ -783,7 +750,7 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 		}
 	}
 	head, _ := bc.R.Peek(bc.R.Buffered())
-	_, _ = bc.R.Discard(headEnd(head))
+	_, _ = bc.R.Discard(upstream.HeadEnd(head))
 	// The body has no deadline, as with net/http's transport.
 	_ = bc.SetReadDeadline(time.Time{})
 

@@ -324,7 +324,7 @@ func TestFastPathAttackClientGone(t *testing.T) {
 }
 
 // TestReadResponseHeadInPieces feeds response heads around and above the
-// 4 KiB backend buffer to readResponseHead a few bytes at a time. The
+// 4 KiB backend buffer to DirectConn.PeekHead a few bytes at a time. The
 // blank line ending the head thus arrives split at every place. The head
 // must end where it does, and the body must stay in the buffer.
 func TestReadResponseHeadInPieces(t *testing.T) {
@@ -345,7 +345,7 @@ func TestReadResponseHeadInPieces(t *testing.T) {
 			}()
 			_ = proxySide.SetDeadline(time.Now().Add(10 * time.Second))
 			bc := &upstream.DirectConn{Conn: proxySide, R: bufio.NewReaderSize(proxySide, 4<<10)}
-			got, err := readResponseHead(bc)
+			got, err := bc.PeekHead()
 			if err != nil {
 				t.Fatalf("%d-byte head in %d-byte pieces: %v", size, piece, err)
 			}
@@ -637,11 +637,13 @@ func TestFastPathAttackBackendMisbehaves(t *testing.T) {
 		}
 	})
 	_, addrs := startL7(t, fmt.Sprintf(twoListeners, addr))
-	// NOTE: the fast path is stricter than net/http's transport on three
-	// responses, which get 502 where net/http relays them. RFC 9110 does
-	// not allow two of them: a field name with a space and a status above
-	// 599. The third has more than 16 interim responses (maxInformational),
-	// where the transport bounds only their total size. The test pins
+	// NOTE: the fast path is stricter than the general path on three
+	// responses, which get 502 where the general path relays them. The
+	// general path parses responses with net/http's parser, whether the
+	// transport or the pool's direct exchange read them. RFC 9110 does not
+	// allow two of them: a field name with a space and a status above 599.
+	// The third has more than 16 interim responses (maxInformational),
+	// where the general path bounds only their total size. The test pins
 	// both outcomes.
 	stricter := map[string][2]string{
 		"/flood":      {`200 "ok" complete=true`, `502 "Bad Gateway\n" complete=true`},

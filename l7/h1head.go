@@ -523,26 +523,6 @@ func hasToken(v []byte, tok string) bool {
 
 func isDigit(c byte) bool { return '0' <= c && c <= '9' }
 
-// headEnd returns the length of the message head at the start of b, up to
-// and including the blank line that ends it, or -1 when b holds no complete
-// head. It finds heads with bare LF line ends too, so that the caller can
-// refuse them instead of waiting for more bytes.
-func headEnd(b []byte) int {
-	for i := 0; ; {
-		j := bytes.IndexByte(b[i:], '\n')
-		if j < 0 {
-			return -1
-		}
-		i += j + 1
-		switch {
-		case i < len(b) && b[i] == '\n':
-			return i + 1
-		case i+1 < len(b) && b[i] == '\r' && b[i+1] == '\n':
-			return i + 2
-		}
-	}
-}
-
 // parseChunkSize reads a chunk-size line (RFC 9112 section 7.1) without its
 // line end. Chunk extensions are ignored.
 func parseChunkSize(line []byte) (int64, error) {

@@ -123,22 +123,6 @@ func TestParseResponse(t *testing.T) {
 	}
 }
 
-func TestHeadEnd(t *testing.T) {
-	cases := map[string]int{
-		"GET / HTTP/1.1\r\nHost: a\r\n\r\nbody": 27,
-		"HTTP/1.1 200 OK\n\nbody":               17,
-		"GET / HTTP/1.1\r\nHost: a\r\n":         -1,
-		"":                                      -1,
-		"\r\n":                                  -1,
-		"\n\n":                                  2,
-	}
-	for in, want := range cases {
-		if got := headEnd([]byte(in)); got != want {
-			t.Errorf("headEnd(%q) = %d, want %d", in, got, want)
-		}
-	}
-}
-
 func TestParseChunkSize(t *testing.T) {
 	for in, want := range map[string]int64{"0": 0, "a": 10, "FF;ext=1": 255, "10 ": 16} {
 		if got, err := parseChunkSize([]byte(in)); err != nil || got != want {

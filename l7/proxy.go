@@ -45,6 +45,9 @@ func upstreamErrorStatus(err error) int {
 	if errors.As(err, &tooLarge) {
 		return http.StatusRequestEntityTooLarge
 	}
+	if errors.Is(err, upstream.ErrInvalidTarget) {
+		return http.StatusBadRequest
+	}
 	if errors.Is(err, upstream.ErrOverloaded) {
 		return http.StatusServiceUnavailable
 	}

@@ -81,6 +81,8 @@ type Pool struct {
 	// direct holds the idle connections of requests forwarded without the
 	// transport (see [Pool.DirectConn]).
 	direct directIdle
+	// directOK caches [Pool.DirectCapable].
+	directOK bool
 }
 
 // Option configures [New].
@@ -131,6 +133,7 @@ func New(cfg config.Upstream, logger *slog.Logger, opts ...Option) (*Pool, error
 	for _, o := range opts {
 		o(p)
 	}
+	p.directOK = p.DirectCapable()
 	return p, nil
 }
 
@@ -411,7 +414,13 @@ func (p *Pool) RoundTrip(req *http.Request) (*http.Response, error) {
 		out.URL.Host = b.Addr
 
 		b.inFlight.Add(1)
-		resp, err := p.transport.RoundTrip(out)
+		var resp *http.Response
+		var err error
+		if p.exchangeable(out) {
+			resp, err = p.exchange(out, b)
+		} else {
+			resp, err = p.transport.RoundTrip(out)
+		}
 		releaseRetry()
 		if err == nil {
 			p.recordResult(b, resp.StatusCode >= 500)

@@ -1,0 +1,139 @@
+package l7
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
+)
+
+const h2cListener = `
+  access_log: {path: "off"}
+  listeners:
+    - name: h2c
+      address: 127.0.0.1:0
+      h2c: true
+  routes:
+    - name: all
+      match: {path_prefix: /}
+      upstream: web
+  upstreams:
+    - name: web
+      max_idle_per_backend: 8
+      backends: [{address: %q}]
+`
+
+// h2Exchange sends one request on a new HTTP/2 connection with prior
+// knowledge and returns the response status and body.
+func h2Exchange(t *testing.T, addr string, fields [][2]string) (string, string) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range fields {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true, EndStream: true}); err != nil {
+		t.Fatal(err)
+	}
+
+	var status string
+	var body strings.Builder
+	dec := hpack.NewDecoder(4096, func(f hpack.HeaderField) {
+		if f.Name == ":status" {
+			status = f.Value
+		}
+	})
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("reading the response: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.HeadersFrame:
+			if f.StreamID != 1 {
+				continue
+			}
+			if _, err := dec.Write(f.HeaderBlockFragment()); err != nil {
+				t.Fatal(err)
+			}
+			if f.StreamEnded() {
+				return status, body.String()
+			}
+		case *http2.DataFrame:
+			body.Write(f.Data())
+			if f.StreamEnded() {
+				return status, body.String()
+			}
+		case *http2.RSTStreamFrame:
+			return "reset " + f.ErrCode.String(), body.String()
+		case *http2.GoAwayFrame:
+			return "goaway " + f.ErrCode.String(), body.String()
+		}
+	}
+}
+
+// TestHTTP2RequestsOnDirectConnections sends HTTP/2 requests without a
+// body, which the general server forwards on the pool's direct
+// connections, and checks the response, the connection reuse and the
+// handling of a target that an HTTP/1.1 request line cannot carry.
+func TestHTTP2RequestsOnDirectConnections(t *testing.T) {
+	var conns atomic.Int32
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "%s %s %s", r.Method, r.RequestURI, r.Header.Get("X-Forwarded-Proto"))
+	}))
+	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	backend.Start()
+	defer backend.Close()
+	_, addrs := startL7(t, fmt.Sprintf(h2cListener, strings.TrimPrefix(backend.URL, "http://")))
+
+	request := func(method, path string) [][2]string {
+		return [][2]string{{":method", method}, {":scheme", "http"}, {":authority", "a.test"}, {":path", path}}
+	}
+	for i := range 3 {
+		status, body := h2Exchange(t, addrs["h2c"], request("GET", fmt.Sprintf("/item?n=%d", i)))
+		if want := fmt.Sprintf("GET /item?n=%d http", i); status != "200" || body != want {
+			t.Errorf("request %d: got %s %q, want 200 %q", i, status, body, want)
+		}
+	}
+	if status, body := h2Exchange(t, addrs["h2c"], request("DELETE", "/item")); status != "200" || body != "DELETE /item http" {
+		t.Errorf("DELETE: got %s %q", status, body)
+	}
+	if got := conns.Load(); got != 1 {
+		t.Errorf("backend accepted %d connections for four sequential requests, want 1", got)
+	}
+
+	// A space in the query would end the request line's target early.
+	status, _ := h2Exchange(t, addrs["h2c"], request("GET", "/a?b= HTTP/1.1"))
+	if status != "400" {
+		t.Errorf("target with a space: got %s, want 400", status)
+	}
+}
