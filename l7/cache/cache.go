@@ -198,6 +198,7 @@ func (c *Cache) Middleware(p RoutePolicy, next http.Handler) http.Handler {
 		parts: parseKeyParts(p.KeyParts),
 		sp:    storePolicy{strict: p.Strict, storeSetCookie: p.StoreSetCookie, heuristic: p.Heuristic},
 		next:  next,
+		hits:  c.metrics.hits.WithLabelValues(p.Route),
 	}
 }
 

@@ -9,6 +9,8 @@ import (
 	"net/url"
 	"strconv"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // handler is the middleware of one route.
@@ -18,6 +20,8 @@ type handler struct {
 	parts []keyPart
 	sp    storePolicy
 	next  http.Handler
+	// hits is the route's hit counter, looked up once instead of per hit.
+	hits prometheus.Counter
 }
 
 func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -86,18 +90,18 @@ func (h *handler) serveCacheable(w http.ResponseWriter, r *http.Request) {
 	ru := evaluate(e, reqCC, now, h.sp.strict)
 	switch ru.verdict {
 	case verdictFresh:
-		h.c.metrics.hits.WithLabelValues(h.p.Route).Inc()
+		h.hits.Inc()
 		h.report(w, r, ResultHit)
 		h.serveStored(w, r, e, now, cacheStatus{hit: true})
 		return
 	case verdictMaxStale:
-		h.c.metrics.hits.WithLabelValues(h.p.Route).Inc()
+		h.hits.Inc()
 		h.c.metrics.staleServed.WithLabelValues(h.p.Route, "max_stale").Inc()
 		h.report(w, r, ResultStale)
 		h.serveStored(w, r, e, now, cacheStatus{hit: true})
 		return
 	case verdictStaleWhileRevalidate:
-		h.c.metrics.hits.WithLabelValues(h.p.Route).Inc()
+		h.hits.Inc()
 		h.c.metrics.staleServed.WithLabelValues(h.p.Route, "stale_while_revalidate").Inc()
 		h.refreshInBackground(r, k, e)
 		h.report(w, r, ResultStale)
@@ -145,7 +149,7 @@ func (h *handler) forwardCoalesced(w http.ResponseWriter, r *http.Request, k req
 		if e != nil {
 			now := h.c.now()
 			if evaluate(e, reqCC, now, h.sp.strict).verdict == verdictFresh {
-				h.c.metrics.hits.WithLabelValues(h.p.Route).Inc()
+				h.hits.Inc()
 				h.c.metrics.coalesced.WithLabelValues(h.p.Route).Inc()
 				h.report(w, r, ResultHit)
 				h.serveStored(w, r, e, now, cacheStatus{hit: true, collapsed: true})
@@ -411,7 +415,9 @@ func setMissingDate(stored, received http.Header, responseTime time.Time) {
 func (h *handler) serveStored(w http.ResponseWriter, r *http.Request, e *entry, now time.Time, cs cacheStatus) {
 	out := w.Header()
 	for name, values := range e.header {
-		out[name] = append([]string(nil), values...)
+		// The response shares the stored values. No handler changes a
+		// value in place, and the capacity limit makes an append copy.
+		out[name] = values[:len(values):len(values)]
 	}
 	age := e.timing.currentAge(now)
 	out.Set("Age", strconv.FormatInt(secondsOf(age), 10))
@@ -602,7 +608,7 @@ func (h *handler) RespondFast(w http.ResponseWriter, r *http.Request) bool {
 	if evaluate(e, reqCC, now, h.sp.strict).verdict != verdictFresh {
 		return false
 	}
-	h.c.metrics.hits.WithLabelValues(h.p.Route).Inc()
+	h.hits.Inc()
 	h.report(w, r, ResultHit)
 	h.serveStored(w, r, e, now, cacheStatus{hit: true})
 	return true
