@@ -431,3 +431,34 @@ func FuzzAppendRequestHead(f *testing.F) {
 		}
 	})
 }
+
+// TestDialCanceledIsNotConnectError dials for a request that has ended.
+// The failure must not count as the backend's, or clients that reset
+// their requests could eject a healthy backend.
+func TestDialCanceledIsNotConnectError(t *testing.T) {
+	backend := newScriptedBackend(t, func(*http.Request, int) (string, bool) { return okResponse, false })
+	p := testPool(t, config.Upstream{
+		Backends: []config.Backend{{Address: backend.addr}},
+		Outlier:  config.Outlier{ConsecutiveFailures: 2, Cooldown: config.Duration(time.Minute)},
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err := p.dial(ctx, &net.Dialer{}, "tcp", backend.addr)
+	if err == nil {
+		t.Fatal("dial with a canceled context succeeded")
+	}
+	if IsConnectError(err) {
+		t.Errorf("dial with a canceled context = %v, a connect error", err)
+	}
+
+	for range 5 {
+		req := httptest.NewRequest("GET", "http://front.test/", nil).WithContext(ctx)
+		req.RequestURI = ""
+		if _, err := p.RoundTrip(req); !errors.Is(err, context.Canceled) {
+			t.Errorf("RoundTrip with a canceled context = %v, want context.Canceled", err)
+		}
+	}
+	if st := p.Stats()[0]; st.Ejected {
+		t.Error("backend ejected after requests that the client canceled")
+	}
+}

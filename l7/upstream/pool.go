@@ -200,6 +200,11 @@ func IsConnectError(err error) bool {
 func (p *Pool) dial(ctx context.Context, d *net.Dialer, network, addr string) (net.Conn, error) {
 	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
+		if ctx.Err() != nil {
+			// The request ended during the dial, which says nothing
+			// about the backend, so it must not count toward ejection.
+			return nil, err
+		}
 		return nil, &connectError{err: err}
 	}
 	b := p.byAddr[addr]
