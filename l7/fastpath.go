@@ -133,6 +133,17 @@ type fastConn struct {
 	// idle is set while the connection waits for a request.
 	idle      atomic.Bool
 	fastCount prometheus.Counter
+	// remote is the client address as text, made on first use.
+	remote string
+}
+
+// remoteAddr returns the client address in the form of
+// [http.Request.RemoteAddr].
+func (c *fastConn) remoteAddr() string {
+	if c.remote == "" {
+		c.remote = c.info.Client.String()
+	}
+	return c.remote
 }
 
 func (c *fastConn) wakeIfIdle() {

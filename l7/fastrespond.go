@@ -46,11 +46,7 @@ func (w *fastWriter) Write(p []byte) (int, error) {
 // reports whether responder served it.
 func (x *fastExchange) respond(c *fastConn, responder passthrough.Responder, host, path string) bool {
 	req := &x.req
-	h := make(http.Header, len(req.fields))
-	for _, f := range req.fields {
-		name := http.CanonicalHeaderKey(string(f.name))
-		h[name] = append(h[name], string(f.value))
-	}
+	h := requestHeader(req.fields)
 	u := &url.URL{Path: path}
 	if q := len(req.path); q < len(req.target) {
 		u.RawQuery = string(req.target[q+1:])
@@ -67,7 +63,7 @@ func (x *fastExchange) respond(c *fastConn, responder passthrough.Responder, hos
 		Body:       http.NoBody,
 		Host:       host,
 		RequestURI: string(req.target),
-		RemoteAddr: c.info.Client.String(),
+		RemoteAddr: c.remoteAddr(),
 	}).WithContext(ctx)
 
 	if x.w.header == nil {
@@ -79,6 +75,65 @@ func (x *fastExchange) respond(c *fastConn, responder passthrough.Responder, hos
 	// The listener sets the request ID first on the net/http path too.
 	x.w.header["X-Request-Id"] = []string{x.rs.id}
 	return responder.RespondFast(&x.w, r)
+}
+
+// requestHeader builds the header map of a parsed request head. One
+// string contains every value and one slice every first value of a name, so
+// the map costs three allocations and not two per field.
+func requestHeader(fields []h1Field) http.Header {
+	h := make(http.Header, len(fields))
+	size := 0
+	for _, f := range fields {
+		size += len(f.value)
+	}
+	all := make([]byte, 0, size)
+	for _, f := range fields {
+		all = append(all, f.value...)
+	}
+	values, firsts := string(all), make([]string, len(fields))
+	at := 0
+	for i, f := range fields {
+		name := fieldName(f.name)
+		v := values[at : at+len(f.value)]
+		at += len(f.value)
+		if prev, ok := h[name]; ok {
+			h[name] = append(prev, v)
+			continue
+		}
+		firsts[i] = v
+		h[name] = firsts[i : i+1 : i+1]
+	}
+	return h
+}
+
+// fieldName returns the canonical form of a request field name, without
+// allocating for the common names that clients send in canonical form.
+func fieldName(b []byte) string {
+	switch string(b) {
+	case "Host":
+		return "Host"
+	case "User-Agent":
+		return "User-Agent"
+	case "Accept":
+		return "Accept"
+	case "Accept-Encoding":
+		return "Accept-Encoding"
+	case "Accept-Language":
+		return "Accept-Language"
+	case "Cache-Control":
+		return "Cache-Control"
+	case "Connection":
+		return "Connection"
+	case "Cookie":
+		return "Cookie"
+	case "If-None-Match":
+		return "If-None-Match"
+	case "If-Modified-Since":
+		return "If-Modified-Since"
+	case "Referer":
+		return "Referer"
+	}
+	return http.CanonicalHeaderKey(string(b))
 }
 
 // writeResponded writes the response that respond collected, as net/http

@@ -1,7 +1,10 @@
 package l7
 
 import (
+	"bufio"
 	"bytes"
+	"net/http"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -171,6 +174,17 @@ func FuzzParseFastRequest(f *testing.F) {
 				t.Fatalf("accepted field %q", field.name)
 			}
 		}
+
+		// The header map a cache hit sees matches net/http's for the
+		// same head.
+		want, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
+		if err != nil {
+			return
+		}
+		want.Header["Host"] = []string{want.Host}
+		if got := requestHeader(req.fields); !reflect.DeepEqual(got, want.Header) {
+			t.Fatalf("head %q: header %q, net/http's %q", head, got, want.Header)
+		}
 	})
 }
 
@@ -206,4 +220,32 @@ func FuzzParseChunkSize(f *testing.F) {
 			t.Fatalf("negative size %d from %q", n, line)
 		}
 	})
+}
+
+// TestRequestHeaderMatchesNetHTTP builds the header map of parsed heads
+// and compares it with net/http's, the map a handler sees on the general
+// path, with names in any case and repeated.
+func TestRequestHeaderMatchesNetHTTP(t *testing.T) {
+	heads := []string{
+		"GET / HTTP/1.1\r\nHost: a.test\r\n\r\n",
+		"GET /x?y=1 HTTP/1.1\r\nHost: a.test\r\nUser-Agent: ua\r\nAccept: */*\r\n\r\n",
+		"GET / HTTP/1.1\r\nhost: a.test\r\naccept: a\r\nAccept: b\r\nx-custom-field: c\r\nCOOKIE: k=1\r\nCookie: k=2\r\n\r\n",
+		"HEAD / HTTP/1.1\r\nHost: a.test\r\nX-Empty:\r\nIf-None-Match: \"v1\"\r\n\r\n",
+	}
+	for _, head := range heads {
+		var req h1Request
+		if !parseFastRequest([]byte(head), &req) {
+			t.Fatalf("parseFastRequest(%q) = false", head)
+		}
+		got := requestHeader(req.fields)
+		want, err := http.ReadRequest(bufio.NewReader(strings.NewReader(head)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// net/http moves Host out of the map, and the fast path keeps it.
+		want.Header["Host"] = []string{want.Host}
+		if !reflect.DeepEqual(got, want.Header) {
+			t.Errorf("head %q:\ngot  %q\nwant %q", head, got, want.Header)
+		}
+	}
 }

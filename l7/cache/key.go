@@ -93,6 +93,10 @@ func primaryKey(scheme, host, escapedPath, rawQuery string) string {
 // for scheme.
 func normaliseHost(scheme, host string) string {
 	host = strings.ToLower(host)
+	if !strings.Contains(host, ":") {
+		// No port, and SplitHostPort would allocate its error.
+		return strings.TrimSuffix(host, ".")
+	}
 	h, port, err := net.SplitHostPort(host)
 	if err != nil {
 		return strings.TrimSuffix(host, ".")

@@ -20,6 +20,7 @@ type cacheStatus struct {
 // format renders the member with name as the cache identifier.
 func (s cacheStatus) format(name string) string {
 	var b strings.Builder
+	b.Grow(len(name) + len(s.fwd) + len(s.detail) + 48)
 	b.WriteString(name)
 	if s.hit {
 		b.WriteString("; hit")
@@ -40,7 +41,8 @@ func (s cacheStatus) format(name string) string {
 	}
 	if s.hasTTL {
 		b.WriteString("; ttl=")
-		b.WriteString(strconv.FormatInt(s.ttl, 10))
+		var digits [20]byte
+		b.Write(strconv.AppendInt(digits[:0], s.ttl, 10))
 	}
 	if s.detail != "" {
 		b.WriteString("; detail=")
