@@ -40,9 +40,6 @@ import (
 // fit goes to net/http.
 const fastReadBuffer = 4 << 10
 
-// maxInformational caps the 1xx responses relayed before the final one.
-const maxInformational = 16
-
 var (
 	fastReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, fastReadBuffer) }}
 	fastWriters = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 4<<10) }}
@@ -733,16 +730,21 @@ func (w *bodyWatch) stop() bool {
 // it. It reports whether the client connection is still usable.
 func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.DirectConn, bw *bufio.Writer) bool {
 	resp := &x.resp
-	for n := 0; resp.status < 200; n++ {
-		if resp.status == http.StatusSwitchingProtocols || n == maxInformational {
+	// As on the general path, 1xx responses are bounded by the size of
+	// all the heads read, not by their number.
+	informational := 0
+	for resp.status < 200 {
+		head, _ := bc.R.Peek(bc.R.Buffered())
+		size := upstream.HeadEnd(head)
+		informational += size
+		if resp.status == http.StatusSwitchingProtocols || informational > upstream.MaxResponseHead {
 			_ = bc.Close()
 			return c.writeError(x, bw, errBadResponse)
 		}
 		// RFC 9110 section 15.2: a proxy forwards 1xx responses it did
 		// not ask for.
 		x.out = appendResponseHead(x.out[:0], resp, x.rs.id, false, false)
-		head, _ := bc.R.Peek(bc.R.Buffered())
-		_, _ = bc.R.Discard(upstream.HeadEnd(head))
+		_, _ = bc.R.Discard(size)
 		if _, err := bw.Write(x.out); err != nil {
 			return c.clientFailed(x, bc, err)
 		}
