@@ -403,7 +403,7 @@ func (f *framer) headerLine(line []byte) *Rejection {
 		return rej
 	}
 	switch {
-	case strings.EqualFold(name, "Content-Length"):
+	case bytes.EqualFold(name, []byte("Content-Length")):
 		f.clCount++
 		if f.clCount > 1 || bytes.IndexByte(value, ',') >= 0 {
 			return reject(ReasonSeveralCL)
@@ -413,44 +413,44 @@ func (f *framer) headerLine(line []byte) *Rejection {
 			return reject(ReasonBadCL)
 		}
 		f.contentLength = n
-	case strings.EqualFold(name, "Transfer-Encoding"):
+	case bytes.EqualFold(name, []byte("Transfer-Encoding")):
 		f.hasTE = true
 		for coding := range strings.SplitSeq(string(value), ",") {
 			if coding = strings.Trim(coding, " \t"); coding != "" {
 				f.teCodings = append(f.teCodings, strings.ToLower(coding))
 			}
 		}
-	case strings.EqualFold(name, "Host"):
+	case bytes.EqualFold(name, []byte("Host")):
 		f.hostCount++
-	case strings.EqualFold(name, "Expect"):
+	case bytes.EqualFold(name, []byte("Expect")):
 		f.expectContinue = strings.EqualFold(string(value), "100-continue")
-	case strings.EqualFold(name, "Upgrade"):
+	case bytes.EqualFold(name, []byte("Upgrade")):
 		f.upgrade = len(value) > 0
 	}
 	return nil
 }
 
 // splitField splits a header or trailer line into its name and value with
-// surrounding whitespace trimmed, and checks both.
-func splitField(line []byte) (string, []byte, *Rejection) {
+// surrounding whitespace trimmed, and checks both. Both alias line.
+func splitField(line []byte) ([]byte, []byte, *Rejection) {
 	colon := bytes.IndexByte(line, ':')
 	if colon <= 0 {
-		return "", nil, reject(ReasonBadHeaderName)
+		return nil, nil, reject(ReasonBadHeaderName)
 	}
 	name := line[:colon]
 	if last := name[len(name)-1]; last == ' ' || last == '\t' {
-		return "", nil, reject(ReasonSpaceBeforeColon)
+		return nil, nil, reject(ReasonSpaceBeforeColon)
 	}
 	if !isToken(name) {
-		return "", nil, reject(ReasonBadHeaderName)
+		return nil, nil, reject(ReasonBadHeaderName)
 	}
 	value := bytes.Trim(line[colon+1:], " \t")
 	for _, c := range value {
 		if (c < ' ' && c != '\t') || c == 0x7f {
-			return "", nil, reject(ReasonControlChar)
+			return nil, nil, reject(ReasonControlChar)
 		}
 	}
-	return string(name), value, nil
+	return name, value, nil
 }
 
 // endHead checks the framing of a complete head and releases it, or holds
