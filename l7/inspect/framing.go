@@ -238,10 +238,10 @@ func (f *framer) copyBody(data []byte) int {
 // many bytes belong to the line and whether the line ends with them.
 //
 // room is how many more bytes the line may take before the limit behind
-// tooLong is crossed, math.MaxInt for none. The rejection is the one a
-// byte-by-byte scan would meet first: at the same byte, the limit goes
-// before a bare CR or LF. On a rejection n counts the bytes up to and
-// including the offending one.
+// tooLong is crossed, math.MaxInt for none. When several rules break, the
+// rejection is for the earliest offending byte, and at one byte a crossed
+// limit goes before a bare CR or LF. On a rejection n counts the bytes up
+// to and including the offending one.
 func (f *framer) lineEnd(data []byte, room int, tooLong string) (n int, end bool, rej *Rejection) {
 	n = len(data)
 	if lf := bytes.IndexByte(data, '\n'); lf >= 0 {
