@@ -12,8 +12,8 @@ import (
 	"time"
 )
 
-// benchLimits are roomy limits, so the benchmarks measure scanning and
-// not rejections.
+// benchLimits are far above the benchmark heads, so the benchmarks
+// measure scanning and not rejections.
 var benchLimits = Limits{MaxRequestLine: 8 << 10, MaxURILength: 8 << 10, MaxHeaderBytes: 64 << 10, MaxHeaderCount: 100}
 
 // benchHeadGet is a typical browser-like GET with 6 header fields, about
@@ -58,7 +58,7 @@ func BenchmarkFramerHeadOneRead(b *testing.B) {
 	}
 }
 
-// BenchmarkFramerHeadSplitReads feeds the 6-field head in four reads, cut
+// BenchmarkFramerHeadSplitReads feeds the 6-field head in five reads, cut
 // inside the request line, inside a field value, inside a field name and
 // between the CR and the LF of the blank line.
 func BenchmarkFramerHeadSplitReads(b *testing.B) {
@@ -92,7 +92,7 @@ func BenchmarkFramerHead40Fields(b *testing.B) {
 // replayConn is a net.Conn whose every Read returns one copy of data, as
 // a keep-alive client sending the same request would.
 type replayConn struct {
-	net.Conn // nil: only the methods below are called
+	net.Conn // nil, because the wrapper calls only the methods below
 	data     []byte
 }
 
@@ -166,16 +166,17 @@ var equivalenceSeeds = []string{
 	"GET / HTTP/1.1\r\nHost: a\r\nX: " + strings.Repeat("v", 27) + "\rZ\r\n\r\n",
 }
 
-// framerRun is what a stream of reads did to a framer: the rejection and
-// the framer state after every read, and the bytes released.
+// framerRun is the outcome of feeding a stream of reads to a framer, with
+// the state and rejection after every read and the bytes released.
 type framerRun struct {
 	steps []string
 	out   []byte
 }
 
 // runFramer feeds parts to a new framer, through the reference methods
-// when ref is set. It resumes an upgrade as soon as one waits, accepted or
-// declined by the next bit of accepts, and stops at the first rejection.
+// when ref is set, and stops at the first rejection. After every second
+// read it resumes a waiting upgrade, accepted or declined by the next bit
+// of accepts, so the reads in between are held as backlog.
 func runFramer(lim Limits, parts [][]byte, accepts uint64, ref bool) framerRun {
 	f := newFramer(lim)
 	var run framerRun
@@ -205,8 +206,8 @@ func runFramer(lim Limits, parts [][]byte, accepts uint64, ref bool) framerRun {
 }
 
 // describeFramer formats the observable state of f after a read. The line
-// buffer and CR flag are left out after a rejection, because the framer is
-// dead then and the old scan filled them differently.
+// buffer and CR flag are left out after a rejection, because the framer
+// takes no more input then and the old scan filled them differently.
 func describeFramer(f *framer, rej *Rejection) string {
 	s := fmt.Sprintf("state=%d inHead=%v inBody=%v headBytes=%d headerBytes=%d headerCount=%d delivered=%d lastUpgrade=%v",
 		f.state, f.inHead(), f.inBody(), f.headBytes, f.headerBytes, f.headerCount, f.delivered, f.lastUpgrade)
