@@ -2,6 +2,7 @@ package inspect
 
 import (
 	"bytes"
+	"math"
 	"net"
 	"net/http"
 	"strings"
@@ -232,74 +233,120 @@ func (f *framer) copyBody(data []byte) int {
 	return n
 }
 
-// scanLineByte checks one byte of a CRLF-terminated line and reports whether
-// it ends the line.
-func (f *framer) scanLineByte(c byte) (bool, *Rejection) {
-	if f.prevCR {
-		f.prevCR = false
-		if c != '\n' {
-			return false, reject(ReasonBareCR)
+// lineEnd checks the bytes of data that continue the current CRLF-terminated
+// line, up to and including its LF, and updates f.prevCR. It returns how
+// many bytes belong to the line and whether the line ends with them.
+//
+// room is how many more bytes the line may take before the limit behind
+// tooLong is crossed, math.MaxInt for none. When several rules break, the
+// rejection is for the earliest offending byte, and at one byte a crossed
+// limit goes before a bare CR or LF. On a rejection n counts the bytes up
+// to and including the offending one.
+func (f *framer) lineEnd(data []byte, room int, tooLong string) (n int, end bool, rej *Rejection) {
+	n = len(data)
+	if lf := bytes.IndexByte(data, '\n'); lf >= 0 {
+		n, end = lf+1, true
+	}
+	text := data[:n]
+	if end {
+		text = text[:n-1]
+	}
+
+	// bad is the index of the first byte that breaks the CRLF rules, or -1.
+	bad, reason := -1, ""
+	if f.prevCR && data[0] != '\n' {
+		bad, reason = 0, ReasonBareCR
+	} else if cr := bytes.IndexByte(text, '\r'); cr >= 0 && cr < len(text)-1 {
+		// text contains no LF, so the byte after this CR is not an LF.
+		bad, reason = cr+1, ReasonBareCR
+	} else if end && (len(text) == 0 && !f.prevCR || len(text) > 0 && cr != len(text)-1) {
+		bad, reason = n-1, ReasonBareLF
+	}
+
+	if room < n {
+		if over := max(room, 0); bad < 0 || over <= bad {
+			return over + 1, false, reject(tooLong)
 		}
-		return true, nil
 	}
-	switch c {
-	case '\r':
-		f.prevCR = true
-	case '\n':
-		return false, reject(ReasonBareLF)
+	if bad >= 0 {
+		return bad + 1, false, reject(reason)
 	}
-	return false, nil
+	f.prevCR = !end && data[n-1] == '\r'
+	return n, end, nil
 }
 
+// headRoom returns how many more bytes the current head line may take and
+// the reason for crossing that limit. All header lines count against
+// MaxHeaderBytes together, and the request line with its CRLF against
+// MaxRequestLine+2.
+func (f *framer) headRoom() (int, string) {
+	switch {
+	case f.sawRequestLine && f.lim.MaxHeaderBytes > 0:
+		return f.lim.MaxHeaderBytes - f.headerBytes, ReasonHeadersTooLarge
+	case f.sawRequestLine:
+		return math.MaxInt, ""
+	case f.lim.MaxRequestLine > 0:
+		return f.lim.MaxRequestLine + 2 - len(f.line), ReasonRequestLineTooLong
+	}
+	return math.MaxInt, ""
+}
+
+// feedHead scans data a line at a time. A line that starts and ends in data
+// is checked where it lies, and only a line cut by the end of data is
+// copied to f.line to wait for its rest.
 func (f *framer) feedHead(data []byte) (int, *Rejection) {
-	for i, c := range data {
-		f.headBytes++
-		f.line = append(f.line, c)
+	pos := 0
+	for pos < len(data) {
+		room, tooLong := f.headRoom()
+		n, end, rej := f.lineEnd(data[pos:], room, tooLong)
+		f.headBytes += n
 		if f.sawRequestLine {
-			f.headerBytes++
-			if f.lim.MaxHeaderBytes > 0 && f.headerBytes > f.lim.MaxHeaderBytes {
-				return i + 1, reject(ReasonHeadersTooLarge)
-			}
-		} else if f.lim.MaxRequestLine > 0 && len(f.line) > f.lim.MaxRequestLine+2 {
-			return i + 1, reject(ReasonRequestLineTooLong)
+			f.headerBytes += n
 		}
-		end, rej := f.scanLineByte(c)
 		if rej != nil {
-			return i + 1, rej
+			return pos + n, rej
 		}
+		segment := data[pos : pos+n]
+		pos += n
 		if !end {
+			f.line = append(f.line, segment...)
 			continue
 		}
-		line := f.line[:len(f.line)-2]
-		var err *Rejection
+
+		// line is the whole line with its CRLF.
+		line := segment
+		if len(f.line) > 0 {
+			f.line = append(f.line, segment...)
+			line = f.line
+		}
+		text := line[:len(line)-2]
 		switch {
-		case !f.sawRequestLine && len(line) == 0:
+		case !f.sawRequestLine && len(text) == 0:
+			// NOTE: nothing enforces maxLeadingCRLF, so any number of empty
+			// lines before a request line is skipped.
 			f.leadingCRLF++
-			if f.leadingCRLF > maxLeadingCRLF {
-				err = reject(ReasonBadRequestLine)
-			}
 			f.line = f.line[:0]
 			continue
 		case !f.sawRequestLine:
-			err = f.requestLine(line)
-		case len(line) == 0:
-			f.held = append(f.held, f.line...)
+			rej = f.requestLine(text)
+		case len(text) == 0:
+			f.held = append(f.held, line...)
 			f.line = f.line[:0]
-			if err = f.endHead(); err == nil && f.state == statePassthrough {
-				f.out = append(f.out, data[i+1:]...)
+			if rej := f.endHead(); rej != nil {
+				return pos, rej
+			}
+			if f.state == statePassthrough {
+				f.out = append(f.out, data[pos:]...)
 				return len(data), nil
 			}
-			if err != nil {
-				return i + 1, err
-			}
-			return i + 1, nil
+			return pos, nil
 		default:
-			err = f.headerLine(line)
+			rej = f.headerLine(text)
 		}
-		if err != nil {
-			return i + 1, err
+		if rej != nil {
+			return pos, rej
 		}
-		f.held = append(f.held, f.line...)
+		f.held = append(f.held, line...)
 		f.line = f.line[:0]
 	}
 	return len(data), nil
@@ -356,7 +403,7 @@ func (f *framer) headerLine(line []byte) *Rejection {
 		return rej
 	}
 	switch {
-	case strings.EqualFold(name, "Content-Length"):
+	case bytes.EqualFold(name, []byte("Content-Length")):
 		f.clCount++
 		if f.clCount > 1 || bytes.IndexByte(value, ',') >= 0 {
 			return reject(ReasonSeveralCL)
@@ -366,44 +413,44 @@ func (f *framer) headerLine(line []byte) *Rejection {
 			return reject(ReasonBadCL)
 		}
 		f.contentLength = n
-	case strings.EqualFold(name, "Transfer-Encoding"):
+	case bytes.EqualFold(name, []byte("Transfer-Encoding")):
 		f.hasTE = true
 		for coding := range strings.SplitSeq(string(value), ",") {
 			if coding = strings.Trim(coding, " \t"); coding != "" {
 				f.teCodings = append(f.teCodings, strings.ToLower(coding))
 			}
 		}
-	case strings.EqualFold(name, "Host"):
+	case bytes.EqualFold(name, []byte("Host")):
 		f.hostCount++
-	case strings.EqualFold(name, "Expect"):
+	case bytes.EqualFold(name, []byte("Expect")):
 		f.expectContinue = strings.EqualFold(string(value), "100-continue")
-	case strings.EqualFold(name, "Upgrade"):
+	case bytes.EqualFold(name, []byte("Upgrade")):
 		f.upgrade = len(value) > 0
 	}
 	return nil
 }
 
 // splitField splits a header or trailer line into its name and value with
-// surrounding whitespace trimmed, and checks both.
-func splitField(line []byte) (string, []byte, *Rejection) {
+// surrounding whitespace trimmed, and checks both. Both alias line.
+func splitField(line []byte) ([]byte, []byte, *Rejection) {
 	colon := bytes.IndexByte(line, ':')
 	if colon <= 0 {
-		return "", nil, reject(ReasonBadHeaderName)
+		return nil, nil, reject(ReasonBadHeaderName)
 	}
 	name := line[:colon]
 	if last := name[len(name)-1]; last == ' ' || last == '\t' {
-		return "", nil, reject(ReasonSpaceBeforeColon)
+		return nil, nil, reject(ReasonSpaceBeforeColon)
 	}
 	if !isToken(name) {
-		return "", nil, reject(ReasonBadHeaderName)
+		return nil, nil, reject(ReasonBadHeaderName)
 	}
 	value := bytes.Trim(line[colon+1:], " \t")
 	for _, c := range value {
 		if (c < ' ' && c != '\t') || c == 0x7f {
-			return "", nil, reject(ReasonControlChar)
+			return nil, nil, reject(ReasonControlChar)
 		}
 	}
-	return string(name), value, nil
+	return name, value, nil
 }
 
 // endHead checks the framing of a complete head and releases it, or holds
@@ -518,22 +565,21 @@ func (f *framer) resumeAfterUpgrade(accepted bool) *Rejection {
 // feedLine collects a CRLF-terminated line of at most maxLen bytes and calls
 // done with it, without the CRLF.
 func (f *framer) feedLine(data []byte, maxLen int, tooLong string, done func(line []byte) *Rejection) (int, *Rejection) {
-	for i, c := range data {
-		f.line = append(f.line, c)
-		if maxLen > 0 && len(f.line) > maxLen {
-			return i + 1, reject(tooLong)
-		}
-		end, rej := f.scanLineByte(c)
-		if rej != nil {
-			return i + 1, rej
-		}
-		if end {
-			rej := done(f.line[:len(f.line)-2])
-			f.line = f.line[:0]
-			return i + 1, rej
-		}
+	room := math.MaxInt
+	if maxLen > 0 {
+		room = maxLen - len(f.line)
 	}
-	return len(data), nil
+	n, end, rej := f.lineEnd(data, room, tooLong)
+	if rej != nil {
+		return n, rej
+	}
+	f.line = append(f.line, data[:n]...)
+	if !end {
+		return n, nil
+	}
+	rej = done(f.line[:len(f.line)-2])
+	f.line = f.line[:0]
+	return n, rej
 }
 
 func (f *framer) chunkSizeLine(line []byte) *Rejection {
