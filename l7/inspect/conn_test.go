@@ -141,6 +141,7 @@ func TestWrapConnRejectsFraming(t *testing.T) {
 		{"chunk ext after space", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5 ;x\r\nhello\r\n0\r\n\r\n", 400, ReasonBadChunkSize},
 		{"chunk data without crlf", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhelloX\r\n0\r\n\r\n", 400, ReasonBadChunkEnd},
 		{"chunk size empty", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n\r\nhello\r\n0\r\n\r\n", 400, ReasonBadChunkSize},
+		{"five leading crlf", strings.Repeat("\r\n", 5) + "GET / HTTP/1.1\r\nHost: a\r\n\r\n", 400, ReasonBadRequestLine},
 		{"chunk line bare lf", "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n", 400, ReasonBareLF},
 		{"bare lf request line", "GET / HTTP/1.1\nHost: a\r\n\r\n", 400, ReasonBareLF},
 		{"bare lf header", "GET / HTTP/1.1\r\nHost: a\nX: y\r\n\r\n", 400, ReasonBareLF},
@@ -211,6 +212,9 @@ func TestWrapConnAcceptsValid(t *testing.T) {
 	}{
 		{"get", "GET /a HTTP/1.1\r\nHost: a\r\n\r\n", []string{"got GET /a len=0"}},
 		{"leading crlf", "\r\nGET /a HTTP/1.1\r\nHost: a\r\n\r\n", []string{"got GET /a len=0"}},
+		{"four leading crlf", strings.Repeat("\r\n", 4) + "GET /a HTTP/1.1\r\nHost: a\r\n\r\n", []string{"got GET /a len=0"}},
+		{"crlf before each request", "\r\n\r\nGET /1 HTTP/1.1\r\nHost: a\r\n\r\n\r\n\r\n\r\nGET /2 HTTP/1.1\r\nHost: a\r\n\r\n\r\n\r\n\r\nGET /3 HTTP/1.1\r\nHost: a\r\n\r\n",
+			[]string{"got GET /1 len=0", "got GET /2 len=0", "got GET /3 len=0"}},
 		{"http10 no host", "GET /a HTTP/1.0\r\n\r\n", []string{"got GET /a len=0"}},
 		{"content length", "POST /p HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\n\r\nhello", []string{"got POST /p len=5"}},
 		{"chunked with ext and trailer", "POST /c HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: Chunked\r\n\r\n5;name=v\r\nhello\r\n6;x\r\n world\r\n0\r\nX-Sum: 1\r\n\r\n", []string{"got POST /c len=11"}},

@@ -322,9 +322,13 @@ func (f *framer) feedHead(data []byte) (int, *Rejection) {
 		text := line[:len(line)-2]
 		switch {
 		case !f.sawRequestLine && len(text) == 0:
-			// NOTE: nothing enforces maxLeadingCRLF, so any number of empty
-			// lines before a request line is skipped.
+			// RFC 9112 section 2.2 has servers skip empty lines before a
+			// request line, and the limit keeps a client from sending
+			// them without end.
 			f.leadingCRLF++
+			if f.leadingCRLF > maxLeadingCRLF {
+				return pos, reject(ReasonBadRequestLine)
+			}
 			f.line = f.line[:0]
 			continue
 		case !f.sawRequestLine:

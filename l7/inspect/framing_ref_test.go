@@ -100,7 +100,7 @@ func (f *framer) refFeedHead(data []byte) (int, *Rejection) {
 		case !f.sawRequestLine && len(line) == 0:
 			f.leadingCRLF++
 			if f.leadingCRLF > maxLeadingCRLF {
-				err = reject(ReasonBadRequestLine)
+				return i + 1, reject(ReasonBadRequestLine)
 			}
 			f.line = f.line[:0]
 			continue
