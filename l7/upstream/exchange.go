@@ -201,9 +201,12 @@ func (p *Pool) exchange(req *http.Request, b *Backend) (*http.Response, error) {
 			return resp, nil
 		}
 		// A reused connection that fails before any response byte may
-		// have been closed by the backend while it was idle. The request
-		// has no body, so it can go again on a new connection.
-		stale := c.Reused && c.R.Buffered() == 0 && !isTimeout(err) && !errors.Is(err, errBadResponse) && ctx.Err() == nil
+		// have been closed by the backend while it was idle. The backend
+		// may also have read the request and acted on it, so only a
+		// request that net/http's transport would replay goes again on a
+		// new connection.
+		stale := c.Reused && c.R.Buffered() == 0 && replayable(req) &&
+			!isTimeout(err) && !errors.Is(err, errBadResponse) && ctx.Err() == nil
 		_ = c.Close()
 		if !stale {
 			return nil, err
@@ -212,6 +215,21 @@ func (p *Pool) exchange(req *http.Request, b *Backend) (*http.Response, error) {
 			return nil, err
 		}
 	}
+}
+
+// replayable reports whether req may be sent again after its connection
+// failed, by the rule of net/http's transport: the method is GET, HEAD,
+// OPTIONS or TRACE, or the request carries an Idempotency-Key or
+// X-Idempotency-Key field. The transport also resends any request when
+// writing it failed before the first byte. This never does.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
 }
 
 func isTimeout(err error) bool {
