@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,13 +108,26 @@ var headBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return
 // appendRequestHead appends req's request line and header fields as
 // net/http's transport writes them.
 func appendRequestHead(b []byte, req *http.Request) ([]byte, error) {
+	// An HTTP/2 client can send any bytes but CR, LF and NUL in :method,
+	// and a space would end the method early in the request line.
+	if !httpguts.ValidHeaderFieldName(req.Method) {
+		return b, fmt.Errorf("net/http: invalid method %q", req.Method)
+	}
+
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
 	}
+	// As the transport does, write an international name in Punycode
+	// and drop the zone of an IPv6 address (RFC 6874 section 4).
+	host, err := httpguts.PunycodeHostPort(host)
+	if err != nil {
+		return b, fmt.Errorf("http: invalid Host header: %w", err)
+	}
 	if !httpguts.ValidHostHeader(host) {
 		return b, errors.New("http: invalid Host header")
 	}
+	host = withoutZone(host)
 
 	// The transport rejects control bytes in the target. A space would
 	// also end it early, and the query of a parsed URL can contain one.
@@ -171,6 +185,23 @@ func appendRequestHead(b []byte, req *http.Request) ([]byte, error) {
 		b = append(b, "Content-Length: 0\r\n"...)
 	}
 	return append(b, "\r\n"...), nil
+}
+
+// withoutZone removes the zone from a bracketed IPv6 address in host, as
+// in "[fe80::1%25eth0]:80".
+func withoutZone(host string) string {
+	if !strings.HasPrefix(host, "[") {
+		return host
+	}
+	end := strings.LastIndexByte(host, ']')
+	if end < 0 {
+		return host
+	}
+	zone := strings.LastIndexByte(host[:end], '%')
+	if zone < 0 {
+		return host
+	}
+	return host[:zone] + host[end:]
 }
 
 // exchange sends req, which [Pool.exchangeable] accepted, to b on a

@@ -80,3 +80,63 @@ func TestExchangeStaleReplayOnlyIdempotent(t *testing.T) {
 		})
 	}
 }
+
+// TestExchangeHostAndMethodLikeTransport forwards requests whose method or
+// Host an HTTP/2 client can send but an HTTP/1.1 request line or Host
+// field cannot carry as they are. The direct exchange must send what the
+// transport sends, or fail where the transport fails, with nothing sent.
+func TestExchangeHostAndMethodLikeTransport(t *testing.T) {
+	cases := []struct {
+		name     string
+		method   string
+		host     string
+		wantHost string
+		wantErr  bool
+	}{
+		{name: "method with a space", method: "GET /admin", host: "a.test", wantErr: true},
+		{name: "method with a separator", method: "GE(T", host: "a.test", wantErr: true},
+		{name: "international host", method: "GET", host: "bücher.test", wantHost: "xn--bcher-kva.test"},
+		{name: "international host and port", method: "GET", host: "bücher.test:8080", wantHost: "xn--bcher-kva.test:8080"},
+		{name: "ipv6 zone", method: "GET", host: "[fe80::1%25eth0]:80", wantHost: "[fe80::1]:80"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, via := range []string{"direct", "transport"} {
+				backend := newScriptedBackend(t, func(*http.Request, int) (string, bool) { return okResponse, false })
+				cfg := config.Upstream{Backends: []config.Backend{{Address: backend.addr}}}
+				p := testPool(t, cfg)
+				if via == "transport" {
+					p = testPool(t, cfg, WithTransport(struct{ http.RoundTripper }{p.newTransport()}))
+				}
+
+				req := httptest.NewRequest("GET", "http://front.test/", nil)
+				req.RequestURI = ""
+				req.Body = nil
+				req.Method = tc.method
+				req.Host = tc.host
+				resp, err := p.RoundTrip(req)
+				if err == nil {
+					resp.Body.Close()
+				}
+				if tc.wantErr {
+					if err == nil {
+						t.Errorf("%s: RoundTrip with method %q succeeded, want an error", via, tc.method)
+					}
+					// A backend may read a request line with a space in
+					// the method as another request.
+					if got := backend.accepted.Load(); got != 0 {
+						t.Errorf("%s: backend accepted %d connections for method %q, want 0", via, got, tc.method)
+					}
+					continue
+				}
+				if err != nil {
+					t.Errorf("%s: RoundTrip with Host %q = %v, want a response", via, tc.host, err)
+					continue
+				}
+				if got := backend.last().Host; got != tc.wantHost {
+					t.Errorf("%s: backend received Host %q for %q, want %q", via, got, tc.host, tc.wantHost)
+				}
+			}
+		})
+	}
+}
