@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // These tests attack the direct backend exchange of the general path
@@ -225,5 +228,170 @@ func TestExchangeAttackHTTP2Fields(t *testing.T) {
 				t.Errorf("backend received a request with an invalid method: %s", got[0])
 			}
 		})
+	}
+}
+
+// misbehavingResponse returns what the backend of
+// TestExchangeAttackBackendResponses sends for a request path, and whether
+// it keeps the connection open afterwards.
+func misbehavingResponse(c net.Conn, path string) bool {
+	const ok = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"
+	write := func(s string) bool {
+		_, err := io.WriteString(c, s)
+		return err == nil
+	}
+	switch path {
+	case "/head-with-body":
+		// A body after a HEAD response, shaped as a whole response.
+		return write("HTTP/1.1 200 OK\r\nContent-Length: 38\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+	case "/no-content-with-body":
+		return write("HTTP/1.1 204 No Content\r\nContent-Length: 38\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+	case "/not-modified-with-body":
+		return write("HTTP/1.1 304 Not Modified\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+	case "/beyond-length":
+		return write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nevil")
+	case "/in-pieces":
+		for _, piece := range []string{"HTTP/1.1 2", "00 OK\r\nContent-Le", "ngth: 2\r", "\n\r", "\no", "k"} {
+			if !write(piece) {
+				return false
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		return true
+	case "/many-informational":
+		return write(strings.Repeat("HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n", 50) + "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	case "/continue":
+		return write("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+	case "/close-delimited":
+		write("HTTP/1.1 200 OK\r\n\r\nok")
+		return false
+	case "/http10":
+		write("HTTP/1.0 200 OK\r\n\r\nok")
+		return false
+	case "/connection-close":
+		write("HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok")
+		return false
+	case "/switching":
+		write("HTTP/1.1 101 Switching Protocols\r\nUpgrade: evil\r\nConnection: upgrade\r\n\r\n")
+		return false
+	case "/garbage":
+		write("NOT HTTP AT ALL\r\n\r\n")
+		return false
+	case "/huge-head":
+		write("HTTP/1.1 200 OK\r\nX-Big: " + strings.Repeat("h", 11<<20) + "\r\nContent-Length: 2\r\n\r\nok")
+		return false
+	case "/cut-head":
+		write("HTTP/1.1 200 OK\r\nContent-Le")
+		return false
+	case "/reset":
+		_ = c.(*net.TCPConn).SetLinger(0)
+		return false
+	}
+	return write(ok)
+}
+
+// TestExchangeAttackBackendResponses has a backend send responses that
+// are malformed, framed oddly or followed by bytes that look like another
+// response. Over HTTP/1.1 with fast_path: false and over HTTP/2, the
+// direct path must give the client what the transport gives, and the
+// request that follows on the pooled backend connections must get its own
+// response.
+func TestExchangeAttackBackendResponses(t *testing.T) {
+	backend := newRecordingBackend(t, func(c net.Conn, head string, _ int) bool {
+		target := strings.Fields(head)[1]
+		return misbehavingResponse(c, target)
+	})
+	both := startBothPaths(t, backend.addr, "30s")
+	cases := []struct {
+		method, path string
+		status       string
+		body         string
+	}{
+		{"HEAD", "/head-with-body", "200", ""},
+		{"GET", "/no-content-with-body", "204", ""},
+		{"GET", "/not-modified-with-body", "304", ""},
+		{"GET", "/beyond-length", "200", "ok"},
+		{"GET", "/in-pieces", "200", "ok"},
+		{"GET", "/many-informational", "200", "ok"},
+		{"GET", "/continue", "200", "ok"},
+		{"GET", "/close-delimited", "200", "ok"},
+		{"GET", "/http10", "200", "ok"},
+		{"GET", "/connection-close", "200", "ok"},
+		{"GET", "/switching", "502", "Bad Gateway\n"},
+		{"GET", "/garbage", "502", "Bad Gateway\n"},
+		{"GET", "/huge-head", "502", "Bad Gateway\n"},
+		{"GET", "/cut-head", "502", "Bad Gateway\n"},
+		{"GET", "/reset", "502", "Bad Gateway\n"},
+	}
+	for _, tc := range cases {
+		for _, via := range []string{"direct", "transport"} {
+			h2Status, h2Body := h2Exchange(t, both[via]["h2c"], [][2]string{
+				{":method", tc.method}, {":scheme", "http"}, {":authority", "a.test"}, {":path", tc.path},
+			})
+			if h2Status != tc.status || h2Body != tc.body {
+				t.Errorf("%s: HTTP/2 %s %s: got %s %q, want %s %q", via, tc.method, tc.path, h2Status, h2Body, tc.status, tc.body)
+			}
+			resp, body, err := attackGet(t, both[via]["general"], tc.method, tc.path, nil)
+			switch {
+			case err != nil:
+				t.Errorf("%s: HTTP/1.1 %s %s: %v", via, tc.method, tc.path, err)
+			case strconv.Itoa(resp.StatusCode) != tc.status || body != tc.body:
+				t.Errorf("%s: HTTP/1.1 %s %s: got %d %q, want %s %q", via, tc.method, tc.path, resp.StatusCode, body, tc.status, tc.body)
+			}
+
+			// The pooled backend connections must not hand the next
+			// requests anything left over from the one before.
+			for range 2 {
+				if status, body := h2Exchange(t, both[via]["h2c"], [][2]string{
+					{":method", "GET"}, {":scheme", "http"}, {":authority", "a.test"}, {":path", "/next"},
+				}); status != "200" || body != "next" {
+					t.Errorf("%s: HTTP/2 GET /next after %s: got %s %q, want 200 \"next\"", via, tc.path, status, body)
+				}
+			}
+		}
+	}
+}
+
+// TestExchangeAttackHeaderTimeout has a backend that reads requests and
+// never responds. The client gets 504 on both paths, the request is not
+// sent again, and the proxy closes the backend connection.
+func TestExchangeAttackHeaderTimeout(t *testing.T) {
+	var closed atomic.Int32
+	backend := newRecordingBackend(t, func(c net.Conn, _ string, _ int) bool {
+		_, _ = io.Copy(io.Discard, c)
+		closed.Add(1)
+		return false
+	})
+	both := startBothPaths(t, backend.addr, "200ms")
+	for _, via := range []string{"direct", "transport"} {
+		status, body := h2Exchange(t, both[via]["h2c"], [][2]string{
+			{":method", "GET"}, {":scheme", "http"}, {":authority", "a.test"}, {":path", "/silent"},
+		})
+		if status != "504" || body != "Gateway Timeout\n" {
+			t.Errorf("%s: HTTP/2 GET /silent: got %s %q, want 504", via, status, body)
+		}
+		resp, _, err := attackGet(t, both[via]["general"], "GET", "/silent", nil)
+		switch {
+		case err != nil:
+			t.Errorf("%s: HTTP/1.1 GET /silent: %v", via, err)
+		case resp.StatusCode != http.StatusGatewayTimeout:
+			t.Errorf("%s: HTTP/1.1 GET /silent: got %d, want 504", via, resp.StatusCode)
+		}
+	}
+	if got := len(backend.received()); got != 4 {
+		t.Errorf("backend received %d requests for 4 that timed out, want 4", got)
+	}
+	waitAtomic(t, "backend connections closed by the proxy", &closed, 4)
+}
+
+// waitAtomic waits up to 5 seconds for n to reach want.
+func waitAtomic(t *testing.T, what string, n *atomic.Int32, want int32) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for n.Load() != want {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %d, want %d", what, n.Load(), want)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
