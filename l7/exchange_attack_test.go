@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
@@ -14,6 +15,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/net/http2"
+	"golang.org/x/net/http2/hpack"
 )
 
 // These tests attack the direct backend exchange of the general path
@@ -139,9 +143,8 @@ const exchangeAttackConfig = `
 func startBothPaths(t *testing.T, backend, headerTimeout string) map[string]map[string]string {
 	t.Helper()
 	out := map[string]map[string]string{}
-	balances := map[string]string{"direct": "balance: round_robin", "transport": "balance: hash\n      hash_key: client"}
-	for via, balance := range balances {
-		_, addrs := startL7(t, fmt.Sprintf(exchangeAttackConfig, balance, headerTimeout, backend))
+	for _, via := range []string{"direct", "transport"} {
+		_, addrs := startL7(t, fmt.Sprintf(exchangeAttackConfig, balanceFor(via), headerTimeout, backend))
 		out[via] = addrs
 	}
 	return out
@@ -394,4 +397,168 @@ func waitAtomic(t *testing.T, what string, n *atomic.Int32, want int32) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// h2Open starts an HTTP/2 connection with prior knowledge and sends one
+// GET for path on stream 1 without waiting for the response.
+func h2Open(t *testing.T, addr, path string) (net.Conn, *http2.Framer) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write([]byte(http2.ClientPreface)); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	var block bytes.Buffer
+	enc := hpack.NewEncoder(&block)
+	for _, f := range [][2]string{{":method", "GET"}, {":scheme", "http"}, {":authority", "a.test"}, {":path", path}} {
+		_ = enc.WriteField(hpack.HeaderField{Name: f[0], Value: f[1]})
+	}
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block.Bytes(), EndHeaders: true, EndStream: true}); err != nil {
+		t.Fatal(err)
+	}
+	return c, fr
+}
+
+// TestExchangeAttackClientGone has clients leave while the backend has not
+// yet sent the head of its response, and while it sends the body: by
+// resetting the HTTP/2 stream, by closing the HTTP/2 connection and by
+// closing the HTTP/1.1 connection. Each time the proxy must close the
+// backend connection, log 499, keep the backend in service with outlier
+// ejection after one failure, and give later requests their own responses
+// even though the backend sends the abandoned response late.
+func TestExchangeAttackClientGone(t *testing.T) {
+	received := make(chan string, 16)
+	release := make(chan struct{})
+	backendSaw := make(chan string, 16)
+	backend := newRecordingBackend(t, func(c net.Conn, head string, _ int) bool {
+		path := strings.Fields(head)[1]
+		switch {
+		case strings.HasPrefix(path, "/hold"):
+			received <- path
+			<-release
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+		case strings.HasPrefix(path, "/partial"):
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n0123456789")
+			received <- path
+		default:
+			_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+			return err == nil
+		}
+		// The proxy gave up on this response, so it must close the
+		// connection rather than pool it: the read ends with EOF or a
+		// reset, not the deadline.
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := c.Read(make([]byte, 1))
+		backendSaw <- fmt.Sprintf("%s: %v", path, err)
+		return false
+	})
+
+	leave := map[string]func(t *testing.T, addr, path string){
+		"reset stream": func(t *testing.T, addr, path string) {
+			_, fr := h2Open(t, addr, path)
+			awaitBackend(t, received, path, fr)
+			if err := fr.WriteRSTStream(1, http2.ErrCodeCancel); err != nil {
+				t.Fatal(err)
+			}
+		},
+		"close connection": func(t *testing.T, addr, path string) {
+			c, fr := h2Open(t, addr, path)
+			awaitBackend(t, received, path, fr)
+			c.Close()
+		},
+	}
+	for _, via := range []string{"direct", "transport"} {
+		logPath := filepath.Join(t.TempDir(), "access.log")
+		config := fmt.Sprintf(exchangeAttackConfig, balanceFor(via)+"\n      outlier: {consecutive_failures: 1, cooldown: 1m}", "30s", backend.addr)
+		config = strings.Replace(config, `access_log: {path: "off"}`, "access_log: {path: "+logPath+"}", 1)
+		_, addrs := startL7(t, config)
+
+		gone := 0
+		for _, stage := range []string{"/hold", "/partial"} {
+			for how, do := range leave {
+				path := fmt.Sprintf("%s-%s-%d", stage, via, gone)
+				do(t, addrs["h2c"], path)
+				gone++
+				// Once the proxy has logged the request, it has let go
+				// of the backend connection, and the late response
+				// must not reach anyone.
+				waitForLog(t, logPath, `"status":499`, `"path":"`+path+`"`, 1)
+				if stage == "/hold" {
+					release <- struct{}{}
+				}
+				if got := <-backendSaw; strings.Contains(got, "timeout") {
+					t.Errorf("%s, %s during %s: backend read %s, want the connection closed", via, how, stage, got)
+				}
+				for range 2 {
+					status, body := h2Exchange(t, addrs["h2c"], [][2]string{
+						{":method", "GET"}, {":scheme", "http"}, {":authority", "a.test"}, {":path", "/next"},
+					})
+					if status != "200" || body != "next" {
+						t.Errorf("%s, after %s during %s: GET /next got %s %q, want 200 \"next\"", via, how, stage, status, body)
+					}
+				}
+			}
+		}
+
+		// An HTTP/1.1 client closing its connection before the head.
+		c, err := net.Dial("tcp", addrs["general"])
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := fmt.Sprintf("/hold-%s-h1", via)
+		_, _ = io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: a.test\r\n\r\n")
+		awaitBackend(t, received, path, nil)
+		c.Close()
+		gone++
+		waitForLog(t, logPath, `"status":499`, `"path":"`+path+`"`, 1)
+		release <- struct{}{}
+		if got := <-backendSaw; strings.Contains(got, "timeout") {
+			t.Errorf("%s, HTTP/1.1 close before the head: backend read %s, want the connection closed", via, got)
+		}
+		if status, body := h2Exchange(t, addrs["h2c"], [][2]string{
+			{":method", "GET"}, {":scheme", "http"}, {":authority", "a.test"}, {":path", "/next"},
+		}); status != "200" || body != "next" {
+			t.Errorf("%s, after an HTTP/1.1 close: GET /next got %s %q, want 200 \"next\"", via, status, body)
+		}
+		waitForLog(t, logPath, `"status":499`, "-"+via+"-", gone)
+	}
+}
+
+// awaitBackend waits until the backend has received path. With fr set, it
+// reads and drops the frames the proxy sends meanwhile, so that the proxy
+// never blocks on a full socket.
+func awaitBackend(t *testing.T, received chan string, path string, fr *http2.Framer) {
+	t.Helper()
+	if fr != nil {
+		go func() {
+			for {
+				if _, err := fr.ReadFrame(); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	select {
+	case got := <-received:
+		if got != path {
+			t.Fatalf("backend received %s, want %s", got, path)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("backend did not receive %s", path)
+	}
+}
+
+func balanceFor(via string) string {
+	if via == "transport" {
+		return "balance: hash\n      hash_key: client"
+	}
+	return "balance: round_robin"
 }
