@@ -3,6 +3,8 @@ package l7
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tidegate/tidegate/shared/config"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
 )
@@ -32,8 +35,10 @@ import (
 type recordingBackend struct {
 	addr     string
 	accepted atomic.Int32
-	mu       sync.Mutex
-	heads    []string
+	// closed counts the connections that ended, whichever side closed.
+	closed atomic.Int32
+	mu     sync.Mutex
+	heads  []string
 }
 
 func newRecordingBackend(t *testing.T, respond func(c net.Conn, head string, n int) bool) *recordingBackend {
@@ -67,6 +72,7 @@ func newRecordingBackend(t *testing.T, respond func(c net.Conn, head string, n i
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
+				defer b.closed.Add(1)
 				defer c.Close()
 				r := bufio.NewReader(c)
 				for n := 0; ; n++ {
@@ -477,9 +483,9 @@ func TestExchangeAttackClientGone(t *testing.T) {
 	}
 	for _, via := range []string{"direct", "transport"} {
 		logPath := filepath.Join(t.TempDir(), "access.log")
-		config := fmt.Sprintf(exchangeAttackConfig, balanceFor(via)+"\n      outlier: {consecutive_failures: 1, cooldown: 1m}", "30s", backend.addr)
-		config = strings.Replace(config, `access_log: {path: "off"}`, "access_log: {path: "+logPath+"}", 1)
-		_, addrs := startL7(t, config)
+		yaml := fmt.Sprintf(exchangeAttackConfig, balanceFor(via)+"\n      outlier: {consecutive_failures: 1, cooldown: 1m}", "30s", backend.addr)
+		yaml = strings.Replace(yaml, `access_log: {path: "off"}`, "access_log: {path: "+logPath+"}", 1)
+		_, addrs := startL7(t, yaml)
 
 		gone := 0
 		for _, stage := range []string{"/hold", "/partial"} {
@@ -561,4 +567,98 @@ func balanceFor(via string) string {
 		return "balance: hash\n      hash_key: client"
 	}
 	return "balance: round_robin"
+}
+
+// TestExchangeAttackConcurrentStreams sends many requests on one HTTP/2
+// connection at once, cancels some of them at random points, and reloads
+// the configuration meanwhile, which closes the old pools under requests
+// in flight. Every request that completes must get the response to its
+// own target, and after the drain no backend connection may stay open.
+func TestExchangeAttackConcurrentStreams(t *testing.T) {
+	backend := newRecordingBackend(t, func(c net.Conn, head string, n int) bool {
+		path := strings.Fields(head)[1]
+		var out string
+		switch n % 3 {
+		case 0:
+			out = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(path), path)
+		case 1:
+			out = fmt.Sprintf("HTTP/1.1 103 Early Hints\r\nLink: <%s>\r\n\r\nHTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n%x\r\n%s\r\n0\r\n\r\n", path, len(path), path)
+		case 2:
+			time.Sleep(time.Millisecond)
+			out = fmt.Sprintf("HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s", len(path), path)
+		}
+		_, err := io.WriteString(c, out)
+		return err == nil
+	})
+	yaml := fmt.Sprintf(exchangeAttackConfig, balanceFor("direct"), "10s", backend.addr)
+	s, addrs := startL7(t, yaml)
+	file, err := config.Parse([]byte("l7:\n" + yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	client := &http.Client{Transport: &http2.Transport{
+		AllowHTTP: true,
+		DialTLSContext: func(ctx context.Context, network, addr string, _ *tls.Config) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		},
+	}}
+	const requests = 300
+	var wg sync.WaitGroup
+	var completed atomic.Int32
+	for i := range requests {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if i%4 == 0 {
+				// Cancel at some point of the exchange, or after it.
+				time.AfterFunc(time.Duration(i%7)*200*time.Microsecond, cancel)
+			}
+			path := fmt.Sprintf("/c/%d", i)
+			req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addrs["h2c"]+path, nil)
+			resp, err := client.Do(req)
+			if err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("GET %s: %v", path, err)
+				}
+				return
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				if ctx.Err() == nil {
+					t.Errorf("GET %s: body: %v", path, err)
+				}
+				return
+			}
+			if resp.StatusCode != http.StatusOK || string(body) != path {
+				t.Errorf("GET %s: got %d %q, want 200 %q", path, resp.StatusCode, body, path)
+			}
+			completed.Add(1)
+		}()
+		if i%100 == 50 {
+			if err := s.Reload(file); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	wg.Wait()
+	if completed.Load() < requests*3/4 {
+		t.Errorf("%d of %d requests completed, want at least the %d never canceled", completed.Load(), requests, requests*3/4)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for backend.closed.Load() != backend.accepted.Load() {
+		if time.Now().After(deadline) {
+			t.Fatalf("after the drain, %d of %d backend connections are still open", backend.accepted.Load()-backend.closed.Load(), backend.accepted.Load())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
