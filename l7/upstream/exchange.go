@@ -342,6 +342,13 @@ func (p *Pool) sendHead(req *http.Request, c *DirectConn, head []byte) (*http.Re
 		if err := c.SetDeadline(time.Time{}); err != nil {
 			return fail(err)
 		}
+		// A client that left since the head was read from the buffer
+		// had its deadline cleared above. The cancel function stores
+		// clientLeft before it sets the deadline, so if it is not set
+		// yet, the deadline comes after and stays.
+		if clientLeft.Load() {
+			return fail(ctx.Err())
+		}
 		body := &exchangeBody{p: p, c: c, ctx: ctx, body: resp.Body, stop: stop, reusable: !resp.Close}
 		if resp.Body == http.NoBody {
 			body.finish(true)

@@ -1,9 +1,15 @@
 package upstream
 
 import (
+	"context"
+	"errors"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
+	"net/textproto"
 	"testing"
+	"time"
 
 	"github.com/tidegate/tidegate/shared/config"
 )
@@ -138,5 +144,50 @@ func TestExchangeHostAndMethodLikeTransport(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestExchangeClientGoneAsHeadArrives cancels the request while the final
+// response head is already in the connection's buffer: here from the 1xx
+// relay, just before the head is parsed. Clearing the head's deadline
+// must not undo the one that ends the wait on the cancel, or the read of
+// a body the backend holds open blocks with nobody to read it.
+func TestExchangeClientGoneAsHeadArrives(t *testing.T) {
+	backend := newScriptedBackend(t, func(*http.Request, int) (string, bool) {
+		return "HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial", false
+	})
+	p := testPool(t, config.Upstream{Backends: []config.Backend{{Address: backend.addr}}})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	trace := &httptrace.ClientTrace{Got1xxResponse: func(int, textproto.MIMEHeader) error {
+		cancel()
+		// Let the function that context.AfterFunc starts on the cancel
+		// set its deadline before the final head is read.
+		time.Sleep(50 * time.Millisecond)
+		return nil
+	}}
+	req := httptest.NewRequest("GET", "http://front.test/", nil)
+	req.RequestURI = ""
+	req = req.WithContext(httptrace.WithClientTrace(ctx, trace))
+
+	done := make(chan error, 1)
+	go func() {
+		resp, err := p.RoundTrip(req)
+		if err == nil {
+			_, err = io.ReadAll(resp.Body)
+			resp.Body.Close()
+		}
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("RoundTrip and body read after cancel = %v, want context.Canceled", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("RoundTrip or its body read still blocked 5s after the cancel")
+	}
+	if got := p.Stats()[0].Conns; got != 0 {
+		t.Errorf("open connections after cancel = %d, want 0", got)
 	}
 }
