@@ -662,3 +662,52 @@ func TestExchangeAttackConcurrentStreams(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestExchangeAttackBodyCut has the backend close the connection in the
+// middle of a body, or send a chunk size that is not a number. The client
+// must see the same aborted response on both paths: a reset stream over
+// HTTP/2 and a closed connection over HTTP/1.1.
+func TestExchangeAttackBodyCut(t *testing.T) {
+	backend := newRecordingBackend(t, func(c net.Conn, head string, _ int) bool {
+		responses := map[string]string{
+			"/cut-length":  "HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc",
+			"/cut-chunked": "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n",
+			"/bad-chunk":   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n",
+		}
+		if out, ok := responses[strings.Fields(head)[1]]; ok {
+			_, _ = io.WriteString(c, out)
+			return false
+		}
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext")
+		return err == nil
+	})
+	both := startBothPaths(t, backend.addr, "10s")
+	for _, path := range []string{"/cut-length", "/cut-chunked", "/bad-chunk"} {
+		var outcome [2]string
+		for i, via := range []string{"direct", "transport"} {
+			status, body := h2Exchange(t, both[via]["h2c"], [][2]string{
+				{":method", "GET"}, {":scheme", "http"}, {":authority", "a.test"}, {":path", path},
+			})
+			code := 0
+			resp, h1Body, err := attackGet(t, both[via]["general"], "GET", path, nil)
+			if resp != nil {
+				code = resp.StatusCode
+			}
+			outcome[i] = fmt.Sprintf("HTTP/2 %s %q, HTTP/1.1 %d %q %v", status, body, code, h1Body, err)
+			if !strings.HasPrefix(status, "reset") {
+				t.Errorf("%s: HTTP/2 GET %s: got %s %q, want a reset stream", via, path, status, body)
+			}
+			if err == nil {
+				t.Errorf("%s: HTTP/1.1 GET %s: got %d %q, want the connection closed", via, path, code, h1Body)
+			}
+			if status, body := h2Exchange(t, both[via]["h2c"], [][2]string{
+				{":method", "GET"}, {":scheme", "http"}, {":authority", "a.test"}, {":path", "/next"},
+			}); status != "200" || body != "next" {
+				t.Errorf("%s: GET /next after %s: got %s %q, want 200 \"next\"", via, path, status, body)
+			}
+		}
+		if outcome[0] != outcome[1] {
+			t.Errorf("GET %s: direct path: %s\ntransport: %s", path, outcome[0], outcome[1])
+		}
+	}
+}
