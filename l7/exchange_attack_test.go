@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strconv"
 	"strings"
@@ -708,6 +709,64 @@ func TestExchangeAttackBodyCut(t *testing.T) {
 		}
 		if outcome[0] != outcome[1] {
 			t.Errorf("GET %s: direct path: %s\ntransport: %s", path, outcome[0], outcome[1])
+		}
+	}
+}
+
+// TestExchangeAttackHTTP1Requests sends HTTP/1.1 and HTTP/1.0 requests
+// that parsers treat differently to a fast_path: false listener, each
+// followed by a pipelined request, and checks that the direct path gives
+// the client and the backend what the transport gives.
+func TestExchangeAttackHTTP1Requests(t *testing.T) {
+	backend := newRecordingBackend(t, func(c net.Conn, _ string, _ int) bool {
+		_, err := io.WriteString(c, "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+		return err == nil
+	})
+	both := startBothPaths(t, backend.addr, "5s")
+	reqs := []string{
+		"GET /a HTTP/1.0\r\n\r\n",
+		"GET /a HTTP/1.0\r\nHost: a.test\r\nConnection: keep-alive\r\n\r\n",
+		"GET http://a.test/x?y HTTP/1.1\r\nHost: b.test\r\n\r\n",
+		"OPTIONS * HTTP/1.1\r\nHost: a.test\r\n\r\n",
+		"GET /" + strings.Repeat("u", 60000) + " HTTP/1.1\r\nHost: a.test\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a.test\r\nX-Obs: caf\xe9\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 0\r\nExpect: 100-continue\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a.test\r\nTE: trailers\r\nConnection: TE\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close, X-Foo\r\nX-Foo: 1\r\n\r\n",
+		"DELETE /d HTTP/1.1\r\nHost: a.test\r\nContent-Length: 0\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n",
+		"GET /a%00b?c%0d%0a HTTP/1.1\r\nHost: a.test\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a.test\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n",
+		"GET / HTTP/1.1\r\nHost: a.test\r\nUser-Agent: x\r\nUser-Agent: y\r\n\r\n",
+		"HEAD / HTTP/1.1\r\nHost: a.test\r\n\r\n",
+	}
+	// Request IDs and dates differ between any two responses.
+	varying := regexp.MustCompile(`X-Request-Id: [0-9a-f]+|Date: [^\r]+`)
+	for _, r := range reqs {
+		var got [2]string
+		for j, via := range []string{"direct", "transport"} {
+			before := len(backend.received())
+			resp := rawH1(t, both[via]["general"], r+"GET /end HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+			heads := backend.received()
+			sent := []string{}
+			for _, h := range heads[before:] {
+				n := normalizeHead(h)
+				if len(n) > 200 {
+					n = n[:200]
+				}
+				sent = append(sent, n)
+			}
+			if len(resp) > 300 {
+				resp = resp[:300]
+			}
+			resp = varying.ReplaceAllString(resp, "")
+			resp = strings.Join(strings.Fields(resp), " ")
+			got[j] = resp + "\n" + strings.Join(sent, "\n--\n")
+		}
+		if got[0] != got[1] {
+			t.Errorf("%q:\ndirect path: %s\ntransport: %s", r[:min(len(r), 60)], got[0], got[1])
 		}
 	}
 }
