@@ -317,6 +317,12 @@ func (p *Pool) sendHead(req *http.Request, c *DirectConn, head []byte) (*http.Re
 	for {
 		h, err := c.PeekHead()
 		if err != nil {
+			if read > 0 {
+				// The backend has begun to respond and the client has
+				// seen 1xx responses, so the request must not go again
+				// as if the connection had been stale.
+				err = fmt.Errorf("%w: after a 1xx response: %w", errBadResponse, err)
+			}
 			return fail(err)
 		}
 		if read += len(h); read > MaxResponseHead {

@@ -191,3 +191,68 @@ func TestExchangeClientGoneAsHeadArrives(t *testing.T) {
 		t.Errorf("open connections after cancel = %d, want 0", got)
 	}
 }
+
+// TestExchangeNoReplayAfterInformational has the backend send a 1xx
+// response on a reused connection and close it. The client has seen the
+// 1xx response and the backend has begun to answer, so the request must
+// not go again, as with the transport, which retries only when the
+// backend sent no byte.
+func TestExchangeNoReplayAfterInformational(t *testing.T) {
+	for _, via := range []string{"direct", "transport"} {
+		backend := newScriptedBackend(t, func(_ *http.Request, n int) (string, bool) {
+			if n == 1 {
+				return "HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n", true
+			}
+			return okResponse, false
+		})
+		cfg := config.Upstream{Backends: []config.Backend{{Address: backend.addr}}, MaxIdlePerBackend: 4}
+		p := testPool(t, cfg)
+		if via == "transport" {
+			p = testPool(t, cfg, WithTransport(struct{ http.RoundTripper }{p.newTransport()}))
+		}
+		first := httptest.NewRequest("GET", "http://front.test/", nil)
+		first.RequestURI = ""
+		roundTripBody(t, p, first)
+
+		informational := 0
+		trace := &httptrace.ClientTrace{Got1xxResponse: func(int, textproto.MIMEHeader) error {
+			informational++
+			return nil
+		}}
+		req := httptest.NewRequest("GET", "http://front.test/", nil)
+		req.RequestURI = ""
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), trace))
+		if resp, err := p.RoundTrip(req); err == nil {
+			resp.Body.Close()
+			t.Errorf("%s: RoundTrip after a 1xx and a close succeeded with %d, want an error", via, resp.StatusCode)
+		}
+		if informational != 1 {
+			t.Errorf("%s: client trace saw %d 1xx responses, want 1", via, informational)
+		}
+		backend.mu.Lock()
+		got := len(backend.requests)
+		backend.mu.Unlock()
+		if got != 2 {
+			t.Errorf("%s: backend received %d requests, want 2", via, got)
+		}
+	}
+}
+
+// TestExchangeTimeoutAfterInformational has the backend send a 1xx
+// response and then nothing: the wait still ends as a response header
+// timeout, which the proxy maps to 504.
+func TestExchangeTimeoutAfterInformational(t *testing.T) {
+	backend := newScriptedBackend(t, func(*http.Request, int) (string, bool) {
+		return "HTTP/1.1 103 Early Hints\r\n\r\n", false
+	})
+	p := testPool(t, config.Upstream{
+		Backends:              []config.Backend{{Address: backend.addr}},
+		ResponseHeaderTimeout: config.Duration(200 * time.Millisecond),
+	})
+	req := httptest.NewRequest("GET", "http://front.test/", nil)
+	req.RequestURI = ""
+	_, err := p.RoundTrip(req)
+	if !errors.Is(err, errHeadTimeout) {
+		t.Errorf("RoundTrip after a 1xx and silence = %v, want %v", err, errHeadTimeout)
+	}
+}
