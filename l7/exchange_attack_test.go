@@ -107,9 +107,10 @@ func (b *recordingBackend) received() []string {
 	return append([]string(nil), b.heads...)
 }
 
-// normalizeHead sorts the field lines of a request head and drops the
-// request ID, which differs per request, so heads sent by the two pools
-// compare equal when they carry the same fields.
+// normalizeHead sorts the field lines of a request head and drops
+// X-Request-Id and X-Forwarded-Port, which differ per request and per
+// listener, so heads sent by the two pools compare equal when they carry
+// the same fields.
 func normalizeHead(head string) string {
 	lines := strings.Split(strings.TrimSuffix(head, "\r\n\r\n"), "\r\n")
 	fields := lines[1:]
@@ -241,9 +242,9 @@ func TestExchangeAttackHTTP2Fields(t *testing.T) {
 	}
 }
 
-// misbehavingResponse returns what the backend of
-// TestExchangeAttackBackendResponses sends for a request path, and whether
-// it keeps the connection open afterwards.
+// misbehavingResponse writes the response of the backend of
+// TestExchangeAttackBackendResponses for a request path on c, and reports
+// whether the connection stays open.
 func misbehavingResponse(c net.Conn, path string) bool {
 	const ok = "HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nnext"
 	write := func(s string) bool {

@@ -151,7 +151,7 @@ func TestExchangeHostAndMethodLikeTransport(t *testing.T) {
 // response head is already in the connection's buffer: here from the 1xx
 // relay, just before the head is parsed. Clearing the head's deadline
 // must not undo the one that ends the wait on the cancel, or the read of
-// a body the backend holds open blocks with nobody to read it.
+// a body the backend holds open blocks although no client is left.
 func TestExchangeClientGoneAsHeadArrives(t *testing.T) {
 	backend := newScriptedBackend(t, func(*http.Request, int) (string, bool) {
 		return "HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\npartial", false
@@ -194,7 +194,7 @@ func TestExchangeClientGoneAsHeadArrives(t *testing.T) {
 
 // TestExchangeNoReplayAfterInformational has the backend send a 1xx
 // response on a reused connection and close it. The client has seen the
-// 1xx response and the backend has begun to answer, so the request must
+// 1xx response and the backend has begun to respond, so the request must
 // not go again, as with the transport, which retries only when the
 // backend sent no byte.
 func TestExchangeNoReplayAfterInformational(t *testing.T) {
