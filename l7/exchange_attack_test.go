@@ -695,7 +695,10 @@ func TestExchangeAttackBodyCut(t *testing.T) {
 			if resp != nil {
 				code = resp.StatusCode
 			}
-			outcome[i] = fmt.Sprintf("HTTP/2 %s %q, HTTP/1.1 %d %q %v", status, body, code, h1Body, err)
+			// The HTTP/1.1 status is left out: ReverseProxy flushes the
+			// head of a response without Content-Length on another
+			// goroutine, so the client gets it or not, on both paths.
+			outcome[i] = fmt.Sprintf("HTTP/2 %s %q, HTTP/1.1 body %q", status, body, h1Body)
 			if !strings.HasPrefix(status, "reset") {
 				t.Errorf("%s: HTTP/2 GET %s: got %s %q, want a reset stream", via, path, status, body)
 			}
