@@ -32,7 +32,8 @@ import (
 
 // recordingBackend is an HTTP/1.1 backend on 127.0.0.1 that records the raw
 // request heads it reads and lets respond write anything on the
-// connection. respond returns false to close the connection.
+// connection. respond returns false to close the connection. It reads no
+// request bodies, so the requests sent to it must have none.
 type recordingBackend struct {
 	addr     string
 	accepted atomic.Int32
@@ -749,7 +750,6 @@ func TestExchangeAttackHTTP1Requests(t *testing.T) {
 		"GET / HTTP/1.1\r\nHost: a.test\r\nTE: trailers\r\nConnection: TE\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: close, X-Foo\r\nX-Foo: 1\r\n\r\n",
 		"DELETE /d HTTP/1.1\r\nHost: a.test\r\nContent-Length: 0\r\n\r\n",
-		"GET / HTTP/1.1\r\nHost: a.test\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a.test\r\nUpgrade: websocket\r\n\r\n",
 		"GET / HTTP/1.1\r\nHost: a.test\r\nConnection: upgrade\r\nUpgrade: x\r\n\r\n",
 		"GET /a%00b?c%0d%0a HTTP/1.1\r\nHost: a.test\r\n\r\n",
