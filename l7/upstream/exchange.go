@@ -108,8 +108,8 @@ var headBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return
 // appendRequestHead appends req's request line and header fields as
 // net/http's transport writes them.
 func appendRequestHead(b []byte, req *http.Request) ([]byte, error) {
-	// An HTTP/2 client can send any bytes but CR, LF and NUL in :method,
-	// and a space would end the method early in the request line.
+	// An HTTP/2 client can send spaces and separators in :method, and a
+	// space would end the method early in the request line.
 	if !httpguts.ValidHeaderFieldName(req.Method) {
 		return b, fmt.Errorf("net/http: invalid method %q", req.Method)
 	}
