@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptrace"
 	"net/textproto"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -107,13 +108,26 @@ var headBuffers = sync.Pool{New: func() any { b := make([]byte, 0, 1024); return
 // appendRequestHead appends req's request line and header fields as
 // net/http's transport writes them.
 func appendRequestHead(b []byte, req *http.Request) ([]byte, error) {
+	// An HTTP/2 client can send spaces and separators in :method, and a
+	// space would end the method early in the request line.
+	if !httpguts.ValidHeaderFieldName(req.Method) {
+		return b, fmt.Errorf("net/http: invalid method %q", req.Method)
+	}
+
 	host := req.Host
 	if host == "" {
 		host = req.URL.Host
 	}
+	// As the transport does, write an international name in Punycode
+	// and drop the zone of an IPv6 address (RFC 6874 section 4).
+	host, err := httpguts.PunycodeHostPort(host)
+	if err != nil {
+		return b, fmt.Errorf("http: invalid Host header: %w", err)
+	}
 	if !httpguts.ValidHostHeader(host) {
 		return b, errors.New("http: invalid Host header")
 	}
+	host = withoutZone(host)
 
 	// The transport rejects control bytes in the target. A space would
 	// also end it early, and the query of a parsed URL can contain one.
@@ -173,6 +187,23 @@ func appendRequestHead(b []byte, req *http.Request) ([]byte, error) {
 	return append(b, "\r\n"...), nil
 }
 
+// withoutZone removes the zone from a bracketed IPv6 address in host, as
+// in "[fe80::1%25eth0]:80".
+func withoutZone(host string) string {
+	if !strings.HasPrefix(host, "[") {
+		return host
+	}
+	end := strings.LastIndexByte(host, ']')
+	if end < 0 {
+		return host
+	}
+	zone := strings.LastIndexByte(host[:end], '%')
+	if zone < 0 {
+		return host
+	}
+	return host[:zone] + host[end:]
+}
+
 // exchange sends req, which [Pool.exchangeable] accepted, to b on a
 // direct connection and returns the response once its head has arrived.
 // Its body reads from the connection, which goes back to the pool when the
@@ -201,9 +232,12 @@ func (p *Pool) exchange(req *http.Request, b *Backend) (*http.Response, error) {
 			return resp, nil
 		}
 		// A reused connection that fails before any response byte may
-		// have been closed by the backend while it was idle. The request
-		// has no body, so it can go again on a new connection.
-		stale := c.Reused && c.R.Buffered() == 0 && !isTimeout(err) && !errors.Is(err, errBadResponse) && ctx.Err() == nil
+		// have been closed by the backend while it was idle. The backend
+		// may also have read the request and acted on it, so only a
+		// request that net/http's transport would replay goes again on a
+		// new connection.
+		stale := c.Reused && c.R.Buffered() == 0 && replayable(req) &&
+			!isTimeout(err) && !errors.Is(err, errBadResponse) && ctx.Err() == nil
 		_ = c.Close()
 		if !stale {
 			return nil, err
@@ -212,6 +246,21 @@ func (p *Pool) exchange(req *http.Request, b *Backend) (*http.Response, error) {
 			return nil, err
 		}
 	}
+}
+
+// replayable reports whether req may be sent again after its connection
+// failed, by the rule of net/http's transport: the method is GET, HEAD,
+// OPTIONS or TRACE, or the request carries an Idempotency-Key or
+// X-Idempotency-Key field. The transport also resends any request when
+// writing it failed before the first byte. This never does.
+func replayable(req *http.Request) bool {
+	switch req.Method {
+	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
+		return true
+	}
+	_, key := req.Header["Idempotency-Key"]
+	_, xkey := req.Header["X-Idempotency-Key"]
+	return key || xkey
 }
 
 func isTimeout(err error) bool {
@@ -268,6 +317,12 @@ func (p *Pool) sendHead(req *http.Request, c *DirectConn, head []byte) (*http.Re
 	for {
 		h, err := c.PeekHead()
 		if err != nil {
+			if read > 0 {
+				// The backend has begun to respond and the client has
+				// seen 1xx responses, so the request must not go again
+				// as if the connection had been stale.
+				err = fmt.Errorf("%w: after a 1xx response: %w", errBadResponse, err)
+			}
 			return fail(err)
 		}
 		if read += len(h); read > MaxResponseHead {
@@ -292,6 +347,13 @@ func (p *Pool) sendHead(req *http.Request, c *DirectConn, head []byte) (*http.Re
 		// going away still ends it.
 		if err := c.SetDeadline(time.Time{}); err != nil {
 			return fail(err)
+		}
+		// A client that left since the head was read from the buffer
+		// had its deadline cleared above. The cancel function stores
+		// clientLeft before it sets the deadline, so if it is not set
+		// yet, the deadline comes after and stays.
+		if clientLeft.Load() {
+			return fail(ctx.Err())
 		}
 		body := &exchangeBody{p: p, c: c, ctx: ctx, body: resp.Body, stop: stop, reusable: !resp.Close}
 		if resp.Body == http.NoBody {
