@@ -90,8 +90,12 @@ upstreams:
       - address: %s
 `, addr, ln.Addr()))
 
-	if got := h2Request(t, addr, "GET /admin", "a.test", "/", nil); got != "502" {
-		t.Errorf("method %q: got %s, want 502", "GET /admin", got)
+	// The inspection layer rejects what an HTTP/1.1 request line could
+	// not carry before it reaches a backend.
+	for _, tc := range [][3]string{{"GET /admin", "a.test", "/"}, {"GET", "a b", "/"}, {"GET", "a.test", "/q?a= HTTP/1.1"}} {
+		if got := h2Request(t, addr, tc[0], tc[1], tc[2], nil); got != "400" {
+			t.Errorf("method %q, authority %q, path %q: got %s, want 400", tc[0], tc[1], tc[2], got)
+		}
 	}
 	if got := h2Request(t, addr, "GET", "bücher.test", "/idn", nil); got != "200" {
 		t.Errorf("authority bücher.test: got %s, want 200", got)

@@ -20,8 +20,9 @@
 //
 // The second layer is HTTP middleware. [Normalize] runs before routing: it
 // rewrites the path with [NormalizePath] and rejects encoded slashes and
-// paths above the root (400) and expectations other than 100-continue
-// (417). [Access] runs per route: CIDR allow and deny lists on the real
+// paths above the root (400), an HTTP/2 method that is not a token or an
+// authority or query with a space or control byte (400), and expectations
+// other than 100-continue (417). [Access] runs per route: CIDR allow and deny lists on the real
 // client address (403), allowed methods (405 with Allow) and required
 // headers (400). No rejection reads the body, so a client that sent Expect:
 // 100-continue never sends it.

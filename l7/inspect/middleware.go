@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/http/httpguts"
 	"golang.org/x/time/rate"
 
 	"github.com/tidegate/tidegate/shared/config"
@@ -24,6 +25,9 @@ const (
 	ReasonAboveRoot      = "path_above_root"
 	ReasonBadPath        = "bad_path"
 	ReasonBadExpect      = "unsupported_expectation"
+	ReasonBadMethod      = "bad_method"
+	ReasonBadHost        = "bad_host"
+	ReasonBadTarget      = "bad_target"
 	ReasonDeniedAddress  = "address_denied"
 	ReasonMethod         = "method_not_allowed"
 	ReasonMissingHeader  = "missing_required_header"
@@ -117,6 +121,21 @@ type ClientAddrFunc func(*http.Request) netip.Addr
 // authority) is passed on unchanged.
 func Normalize(rep *Reporter, client ClientAddrFunc, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// HTTP/2 pseudo-header fields reach here without the checks an
+		// HTTP/1.1 request line gets from the framer, and could not be
+		// written in one when forwarded (RFC 9113 section 8.3.1).
+		if !httpguts.ValidHeaderFieldName(r.Method) {
+			rejectRequest(w, r, rep, client, http.StatusBadRequest, ReasonBadMethod)
+			return
+		}
+		if !lineSafe(r.Host) {
+			rejectRequest(w, r, rep, client, http.StatusBadRequest, ReasonBadHost)
+			return
+		}
+		if !lineSafe(r.URL.RawQuery) {
+			rejectRequest(w, r, rep, client, http.StatusBadRequest, ReasonBadTarget)
+			return
+		}
 		if exp := r.Header.Values("Expect"); len(exp) > 0 {
 			if len(exp) > 1 || !strings.EqualFold(exp[0], "100-continue") {
 				rejectRequest(w, r, rep, client, http.StatusExpectationFailed, ReasonBadExpect)
@@ -148,6 +167,18 @@ func Normalize(rep *Reporter, client ClientAddrFunc, next http.Handler) http.Han
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// lineSafe reports whether s has no space or control byte, which would end
+// or break a field of a request line or the Host field. An international
+// name passes: the transport writes it in Punycode.
+func lineSafe(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] == 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 // SetPath replaces the path of r with the escaped path p and keeps the

@@ -98,6 +98,53 @@ func TestNormalizeMiddleware(t *testing.T) {
 	}
 }
 
+// TestNormalizeRejectsHTTP2Fields calls the handler with requests that
+// only HTTP/2 pseudo-header fields can produce: a method with a space, an
+// authority with a space, a query with a space or a control byte.
+func TestNormalizeRejectsHTTP2Fields(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	rec := pathRecorder{got: make(chan string, 1)}
+	h := Normalize(newReporter(reg), peerAddr, rec)
+	tests := []struct {
+		name   string
+		edit   func(r *http.Request)
+		reason string
+	}{
+		{"method with a space", func(r *http.Request) { r.Method = "GET /admin" }, ReasonBadMethod},
+		{"empty method", func(r *http.Request) { r.Method = "" }, ReasonBadMethod},
+		{"authority with a space", func(r *http.Request) { r.Host = "a b" }, ReasonBadHost},
+		{"query with a space", func(r *http.Request) { r.URL.RawQuery = "a= HTTP/1.1" }, ReasonBadTarget},
+		{"query with a control byte", func(r *http.Request) { r.URL.RawQuery = "a=\x01" }, ReasonBadTarget},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("GET", "http://a.test/p?q=1", nil)
+			r.RemoteAddr = "192.0.2.1:1234"
+			tc.edit(r)
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, r)
+			if w.Code != http.StatusBadRequest {
+				t.Errorf("status = %d, want 400", w.Code)
+			}
+			select {
+			case got := <-rec.got:
+				t.Errorf("request reached the backend as %q", got)
+			default:
+			}
+			if n := testutil.ToFloat64(NewMetrics(reg).rejected.WithLabelValues(tc.reason, "400")); n == 0 {
+				t.Errorf("no rejection counted with reason %s", tc.reason)
+			}
+		})
+	}
+
+	r := httptest.NewRequest("GET", "http://a.test/p?q=1&r=%20", nil)
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r)
+	if w.Code != http.StatusOK {
+		t.Errorf("valid request: status %d, want 200", w.Code)
+	}
+}
+
 func TestNormalizeRejectsExpectation(t *testing.T) {
 	rec := pathRecorder{got: make(chan string, 1)}
 	srv := httptest.NewServer(Normalize(newReporter(nil), peerAddr, rec))
