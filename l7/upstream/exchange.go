@@ -282,6 +282,15 @@ func (e timeoutError) Temporary() bool { return true }
 // responses to the request's client trace as the transport does.
 func (p *Pool) sendHead(req *http.Request, c *DirectConn, head []byte) (*http.Response, error) {
 	ctx := req.Context()
+	// The deadline is set before the cancel function is registered, so
+	// that it cannot overwrite the deadline of a cancel that came first.
+	var headBy time.Time
+	if rht := p.cfg.ResponseHeaderTimeout.D(); rht > 0 {
+		headBy = time.Now().Add(rht)
+	}
+	if err := c.SetDeadline(headBy); err != nil {
+		return nil, err
+	}
 	// A client that goes away ends the wait for the backend: the
 	// deadline in the past fails the read.
 	var clientLeft atomic.Bool
@@ -300,13 +309,6 @@ func (p *Pool) sendHead(req *http.Request, c *DirectConn, head []byte) (*http.Re
 		return nil, err
 	}
 
-	var headBy time.Time
-	if rht := p.cfg.ResponseHeaderTimeout.D(); rht > 0 {
-		headBy = time.Now().Add(rht)
-	}
-	if err := c.SetDeadline(headBy); err != nil {
-		return fail(err)
-	}
 	if _, err := c.Write(head); err != nil {
 		return fail(err)
 	}
