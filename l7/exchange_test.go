@@ -1,8 +1,10 @@
 package l7
 
 import (
+	"bufio"
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -135,5 +137,44 @@ func TestHTTP2RequestsOnDirectConnections(t *testing.T) {
 	status, _ := h2Exchange(t, addrs["h2c"], request("GET", "/a?b= HTTP/1.1"))
 	if status != "400" {
 		t.Errorf("target with a space: got %s, want 400", status)
+	}
+}
+
+// TestRequestIDAfterInformational checks that the final response keeps
+// its X-Request-Id after the backend sent a 1xx response, on both paths.
+func TestRequestIDAfterInformational(t *testing.T) {
+	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
+		for readRequestHead(r) != "" {
+			if _, err := io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+		}
+	})
+	_, addrs := startL7(t, fmt.Sprintf(twoListeners, addr))
+	for _, listener := range []string{"fast", "general"} {
+		c, err := net.Dial("tcp", addrs[listener])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+		r := bufio.NewReader(c)
+		var final *http.Response
+		for final == nil {
+			resp, err := http.ReadResponse(r, nil)
+			if err != nil {
+				t.Fatalf("%s: %v", listener, err)
+			}
+			if resp.StatusCode >= 200 {
+				final = resp
+			}
+		}
+		c.Close()
+		if final.StatusCode != 200 {
+			t.Errorf("%s: final status %d", listener, final.StatusCode)
+		}
+		if final.Header.Get("X-Request-Id") == "" {
+			t.Errorf("%s: final response has no X-Request-Id: %v", listener, final.Header)
+		}
 	}
 }

@@ -145,7 +145,7 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Request-Id", id)
 
 	rs := &requestState{id: id, st: st, settings: l.settings.Load()}
-	rec := &responseRecorder{ResponseWriter: w, server: s}
+	rec := &responseRecorder{ResponseWriter: w, server: s, id: id}
 	body := &countingBody{ReadCloser: r.Body}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
@@ -478,11 +478,19 @@ type responseRecorder struct {
 	server *Server
 	status int
 	bytes  int64
+	// id is the request ID, set on the final response again when a 1xx
+	// response cleared the header map (ReverseProxy does after each).
+	id string
 }
 
 func (rr *responseRecorder) WriteHeader(code int) {
 	if rr.status == 0 || rr.status < 200 {
 		rr.status = code
+	}
+	if code >= 200 && rr.id != "" {
+		if h := rr.Header(); len(h["X-Request-Id"]) == 0 {
+			h["X-Request-Id"] = []string{rr.id}
+		}
 	}
 	rr.ResponseWriter.WriteHeader(code)
 }
