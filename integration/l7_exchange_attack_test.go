@@ -109,8 +109,10 @@ upstreams:
 		}
 		select {
 		case got := <-closed:
-			if !strings.HasSuffix(got, "EOF") {
-				t.Errorf("backend read after the client reset %s: %s, want EOF", path, got)
+			// A close with response bytes still unread in the proxy's
+			// receive buffer is sent as a reset instead of a FIN.
+			if !strings.HasSuffix(got, "EOF") && !strings.HasSuffix(got, "connection reset by peer") {
+				t.Errorf("backend read after the client reset %s: %s, want EOF or a reset", path, got)
 			}
 		case <-time.After(15 * time.Second):
 			t.Fatalf("backend connection of %s still open after the client reset it", path)
