@@ -212,8 +212,11 @@ func (p *Pool) exchange(req *http.Request, b *Backend) (*http.Response, error) {
 	bp := headBuffers.Get().(*[]byte)
 	head, err := appendRequestHead((*bp)[:0], req)
 	defer func() {
-		*bp = head[:0]
-		headBuffers.Put(bp)
+		// A buffer grown for a rare large head is left to the collector.
+		if cap(head) <= 64<<10 {
+			*bp = head[:0]
+			headBuffers.Put(bp)
+		}
 	}()
 	if err != nil {
 		return nil, err
