@@ -19,16 +19,18 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tidegate/tidegate/shared/config"
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+
+	"github.com/tidegate/tidegate/l7/upstream"
+	"github.com/tidegate/tidegate/shared/config"
 )
 
 // These tests attack the direct backend exchange of the general path
 // (requests without a body to cleartext HTTP/1.1 backends) as a hostile
 // client and with misbehaving backends. Each runs the same requests
-// through a round-robin pool, which uses direct connections, and a
-// hash-balanced pool, which still uses net/http's transport, and compares.
+// through a pool that uses direct connections and one that
+// [upstream.WithoutDirect] keeps on net/http's transport, and compares.
 
 // recordingBackend is an HTTP/1.1 backend on 127.0.0.1 that records the raw
 // request heads it reads and lets respond write anything on the
@@ -153,7 +155,7 @@ func startBothPaths(t *testing.T, backend, headerTimeout string) map[string]map[
 	t.Helper()
 	out := map[string]map[string]string{}
 	for _, via := range []string{"direct", "transport"} {
-		_, addrs := startL7(t, fmt.Sprintf(exchangeAttackConfig, balanceFor(via), headerTimeout, backend))
+		_, addrs := startL7(t, fmt.Sprintf(exchangeAttackConfig, "balance: round_robin", headerTimeout, backend), pathOptions(via)...)
 		out[via] = addrs
 	}
 	return out
@@ -497,9 +499,9 @@ func TestExchangeAttackClientGone(t *testing.T) {
 	}
 	for _, via := range []string{"direct", "transport"} {
 		logPath := filepath.Join(t.TempDir(), "access.log")
-		yaml := fmt.Sprintf(exchangeAttackConfig, balanceFor(via)+"\n      outlier: {consecutive_failures: 1, cooldown: 1m}", "30s", backend.addr)
+		yaml := fmt.Sprintf(exchangeAttackConfig, "balance: round_robin\n      outlier: {consecutive_failures: 1, cooldown: 1m}", "30s", backend.addr)
 		yaml = strings.Replace(yaml, `access_log: {path: "off"}`, "access_log: {path: "+logPath+"}", 1)
-		_, addrs := startL7(t, yaml)
+		_, addrs := startL7(t, yaml, pathOptions(via)...)
 
 		gone := 0
 		for _, stage := range []string{"/hold", "/partial"} {
@@ -576,11 +578,13 @@ func awaitBackend(t *testing.T, received chan string, path string, fr *http2.Fra
 	}
 }
 
-func balanceFor(via string) string {
+// pathOptions returns the server options that send the pool's requests
+// the way via names: on direct connections, or all through the transport.
+func pathOptions(via string) []Option {
 	if via == "transport" {
-		return "balance: hash\n      hash_key: client"
+		return []Option{func(o *options) { o.upstreamOpts = append(o.upstreamOpts, upstream.WithoutDirect()) }}
 	}
-	return "balance: round_robin"
+	return nil
 }
 
 // TestExchangeAttackConcurrentStreams sends many requests on one HTTP/2
@@ -604,7 +608,7 @@ func TestExchangeAttackConcurrentStreams(t *testing.T) {
 		_, err := io.WriteString(c, out)
 		return err == nil
 	})
-	yaml := fmt.Sprintf(exchangeAttackConfig, balanceFor("direct"), "10s", backend.addr)
+	yaml := fmt.Sprintf(exchangeAttackConfig, "balance: round_robin", "10s", backend.addr)
 	s, addrs := startL7(t, yaml)
 	file, err := config.Parse([]byte("l7:\n" + yaml))
 	if err != nil {

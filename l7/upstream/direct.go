@@ -49,14 +49,22 @@ type directIdle struct {
 
 const directReadBuffer = 4 << 10
 
-// DirectCapable reports whether requests of p may bypass its transport:
-// the backends speak cleartext HTTP/1.1, the balancer does not need the
-// request to pick, and no test replaced the transport.
+// DirectCapable reports whether the fast path may send requests of p on
+// direct connections: [Pool.exchangeCapable] holds, and the balancer does
+// not need the request to pick, since the fast path picks with
+// [Pool.Pick].
 func (p *Pool) DirectCapable() bool {
-	if p.cfg.TLS || p.cfg.Protocol == "h2c" {
+	if _, hash := p.balancer.(*consistentHash); hash {
 		return false
 	}
-	if _, hash := p.balancer.(*consistentHash); hash {
+	return p.exchangeCapable()
+}
+
+// exchangeCapable reports whether requests of p may bypass its transport:
+// the backends speak cleartext HTTP/1.1, no test replaced the transport,
+// and [WithoutDirect] was not given.
+func (p *Pool) exchangeCapable() bool {
+	if p.cfg.TLS || p.cfg.Protocol == "h2c" || p.noDirect {
 		return false
 	}
 	_, std := p.transport.(*http.Transport)

@@ -22,8 +22,8 @@ import (
 // goroutine that called [Pool.RoundTrip]. net/http's transport would hand
 // both to the two goroutines it runs per connection, with a channel
 // exchange each way, which is most of its cost for small requests. Requests
-// with a body, upgrades and requests to TLS, h2c or hash-balanced pools go
-// through the transport.
+// with a body, upgrades and requests to TLS or h2c pools go through the
+// transport.
 
 // MaxResponseHead is the largest response head read from a backend, the
 // default limit of net/http's transport.

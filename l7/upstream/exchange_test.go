@@ -462,3 +462,37 @@ func TestDialCanceledIsNotConnectError(t *testing.T) {
 		t.Error("backend ejected after requests that the client canceled")
 	}
 }
+
+// TestExchangeHashPool checks that a hash-balanced pool, whose backend is
+// picked from the request, sends bodiless requests on direct connections,
+// while the fast path, which picks without the request, may not use it,
+// and that WithoutDirect keeps every request on the transport.
+func TestExchangeHashPool(t *testing.T) {
+	backend := newScriptedBackend(t, func(*http.Request, int) (string, bool) { return okResponse, false })
+	cfg := config.Upstream{Balance: "hash", HashKey: "client", Backends: []config.Backend{{Address: backend.addr}}, MaxIdlePerBackend: 4}
+	for _, tc := range []struct {
+		name       string
+		opts       []Option
+		directIdle int
+	}{
+		{"hash", nil, 1},
+		{"without direct", []Option{WithoutDirect()}, 0},
+	} {
+		p := testPool(t, cfg, tc.opts...)
+		if p.DirectCapable() {
+			t.Errorf("%s: DirectCapable = true for a hash-balanced pool", tc.name)
+		}
+		req := httptest.NewRequest("GET", "http://front.test/", nil)
+		req.RequestURI = ""
+		req.RemoteAddr = "192.0.2.1:1234"
+		if _, body := roundTripBody(t, p, req); body != "ok" {
+			t.Errorf("%s: body %q", tc.name, body)
+		}
+		p.direct.mu.Lock()
+		idle := len(p.direct.conns[p.backends[0]])
+		p.direct.mu.Unlock()
+		if idle != tc.directIdle {
+			t.Errorf("%s: %d idle direct connections after the request, want %d", tc.name, idle, tc.directIdle)
+		}
+	}
+}

@@ -81,8 +81,10 @@ type Pool struct {
 	// direct holds the idle connections of requests forwarded without the
 	// transport (see [Pool.DirectConn]).
 	direct directIdle
-	// directOK caches [Pool.DirectCapable].
+	// directOK caches [Pool.exchangeCapable].
 	directOK bool
+	// noDirect is set by [WithoutDirect].
+	noDirect bool
 }
 
 // Option configures [New].
@@ -92,6 +94,12 @@ type Option func(*Pool)
 // benchmarks that stub the backends out.
 func WithTransport(rt http.RoundTripper) Option {
 	return func(p *Pool) { p.transport = rt }
+}
+
+// WithoutDirect sends every request of the pool through its HTTP
+// transport, with no direct connections, for tests that compare the two.
+func WithoutDirect() Option {
+	return func(p *Pool) { p.noDirect = true }
 }
 
 // New builds a pool from a validated upstream configuration. Call
@@ -133,7 +141,7 @@ func New(cfg config.Upstream, logger *slog.Logger, opts ...Option) (*Pool, error
 	for _, o := range opts {
 		o(p)
 	}
-	p.directOK = p.DirectCapable()
+	p.directOK = p.exchangeCapable()
 	return p, nil
 }
 
