@@ -209,8 +209,8 @@ func (p *Pool) dial(ctx context.Context, d *net.Dialer, network, addr string) (n
 	c, err := d.DialContext(ctx, network, addr)
 	if err != nil {
 		if ctx.Err() != nil {
-			// The request ended during the dial, which says nothing
-			// about the backend, so it must not count toward ejection.
+			// The request ended during the dial. The failure is not
+			// the backend's, so it must not count toward ejection.
 			return nil, err
 		}
 		return nil, &connectError{err: err}
