@@ -178,3 +178,40 @@ func TestRequestIDAfterInformational(t *testing.T) {
 		}
 	}
 }
+
+// TestInformationalWithoutHopByHop checks that a relayed 1xx response
+// loses the hop-by-hop fields the backend put in it, on both paths.
+func TestInformationalWithoutHopByHop(t *testing.T) {
+	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
+		for readRequestHead(r) != "" {
+			if _, err := io.WriteString(c, "HTTP/1.1 103 Early Hints\r\nConnection: X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\nLink: </a.css>; rel=preload\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"); err != nil {
+				return
+			}
+		}
+	})
+	_, addrs := startL7(t, fmt.Sprintf(twoListeners, addr))
+	for _, listener := range []string{"fast", "general"} {
+		c, err := net.Dial("tcp", addrs[listener])
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n")
+		hints, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil {
+			t.Fatalf("%s: %v", listener, err)
+		}
+		if hints.StatusCode != 103 {
+			t.Fatalf("%s: first response %d, want 103", listener, hints.StatusCode)
+		}
+		if hints.Header.Get("Link") == "" {
+			t.Errorf("%s: 103 lost its Link field: %v", listener, hints.Header)
+		}
+		for _, name := range []string{"Connection", "X-Hop", "Keep-Alive"} {
+			if v := hints.Header.Get(name); v != "" {
+				t.Errorf("%s: 103 carries hop-by-hop %s: %q", listener, name, v)
+			}
+		}
+	}
+}

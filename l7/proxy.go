@@ -492,7 +492,24 @@ func (rr *responseRecorder) WriteHeader(code int) {
 			h["X-Request-Id"] = []string{rr.id}
 		}
 	}
+	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
+		// ReverseProxy relays a backend's 1xx fields as they came, and
+		// a proxy must not forward hop-by-hop ones (RFC 9110 section
+		// 7.6.1).
+		removeHopByHop(rr.Header())
+	}
 	rr.ResponseWriter.WriteHeader(code)
+}
+
+// removeHopByHop deletes from h the fields named in its Connection field
+// and the fields that ReverseProxy removes from responses as hop-by-hop.
+func removeHopByHop(h http.Header) {
+	for name := range hopByHop(h) {
+		delete(h, name)
+	}
+	for _, name := range []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"} {
+		delete(h, name)
+	}
 }
 
 func (rr *responseRecorder) Write(p []byte) (int, error) {
