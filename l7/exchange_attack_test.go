@@ -365,7 +365,7 @@ func TestExchangeAttackBackendResponses(t *testing.T) {
 				// NOTE: net/http's transport (Go 1.26) pools a
 				// connection with bytes left in its buffer after a
 				// response without a body, and a request that takes
-				// it before its read loop sees them gets them as its
+				// it before its read loop reads them gets them as its
 				// response. The direct path closes such connections.
 				if via == "transport" {
 					t.Logf("transport: HTTP/2 GET /next after %s: got %s %q", tc.path, status, body)

@@ -762,36 +762,7 @@ func TestFastPathCacheHits(t *testing.T) {
 	defer backend.Close()
 	logPath := t.TempDir() + "/access.log"
 	yaml := fmt.Sprintf(strings.Replace(twoListeners, `access_log: {path: "off"}`, "access_log: {path: %s}", 1), logPath, strings.TrimPrefix(backend.URL, "http://"))
-	yaml = strings.Replace(yaml, "      upstream: web\n", "      upstream: web\n      cache: {enabled: true}\n", 1)
-	f, err := config.Parse([]byte("l7:\n" + yaml))
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc := cache.ConfigFrom(f.L7.Cache)
-	cc.OnResult = func(r *http.Request, result string) {
-		if lf := LogFields(r); lf != nil {
-			lf.Cache = result
-		}
-	}
-	c, err := cache.New(cc, slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mw := WithMiddleware("cache", func(_ *config.L7, rt *config.Route, next http.Handler) (http.Handler, error) {
-		return c.Middleware(cache.PolicyFrom(rt.Name, rt.Cache), next), nil
-	})
-	s, err := New(f, slog.New(slog.DiscardHandler), nil, mw)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Drain(ctx)
-	}()
+	s := startCachedL7(t, yaml)
 	addrs := s.Addrs()
 
 	get := func(listener string, hdr map[string]string) (*http.Response, string) {
@@ -868,31 +839,7 @@ func BenchmarkFastPathCacheHit(b *testing.B) {
 		_, _ = io.WriteString(w, strings.Repeat("c", 128))
 	}))
 	defer backend.Close()
-	yaml := strings.Replace(fmt.Sprintf(oneListener, strings.TrimPrefix(backend.URL, "http://")),
-		"      upstream: web\n", "      upstream: web\n      cache: {enabled: true}\n", 1)
-	f, err := config.Parse([]byte("l7:\n" + yaml))
-	if err != nil {
-		b.Fatal(err)
-	}
-	c, err := cache.New(cache.ConfigFrom(f.L7.Cache), slog.New(slog.DiscardHandler), nil)
-	if err != nil {
-		b.Fatal(err)
-	}
-	mw := WithMiddleware("cache", func(_ *config.L7, rt *config.Route, next http.Handler) (http.Handler, error) {
-		return c.Middleware(cache.PolicyFrom(rt.Name, rt.Cache), next), nil
-	})
-	s, err := New(f, slog.New(slog.DiscardHandler), nil, mw)
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := s.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = s.Drain(ctx)
-	}()
+	s := startCachedL7(b, fmt.Sprintf(oneListener, strings.TrimPrefix(backend.URL, "http://")))
 
 	request := []byte("GET /cached HTTP/1.1\r\nHost: app.test\r\nUser-Agent: bench\r\nAccept: */*\r\n\r\n")
 	exchange := func(c net.Conn, r *bufio.Reader) *http.Response {
@@ -929,4 +876,42 @@ func BenchmarkFastPathCacheHit(b *testing.B) {
 	for b.Loop() {
 		exchange(conn, r)
 	}
+}
+
+// startCachedL7 starts a server from the l7 section in yaml, with a cache
+// on its first route, that records hits and misses in the access log, and
+// drains it when tb ends.
+func startCachedL7(tb testing.TB, yaml string) *Server {
+	tb.Helper()
+	yaml = strings.Replace(yaml, "      upstream: web\n", "      upstream: web\n      cache: {enabled: true}\n", 1)
+	f, err := config.Parse([]byte("l7:\n" + yaml))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cc := cache.ConfigFrom(f.L7.Cache)
+	cc.OnResult = func(r *http.Request, result string) {
+		if lf := LogFields(r); lf != nil {
+			lf.Cache = result
+		}
+	}
+	c, err := cache.New(cc, slog.New(slog.DiscardHandler), nil)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	mw := WithMiddleware("cache", func(_ *config.L7, rt *config.Route, next http.Handler) (http.Handler, error) {
+		return c.Middleware(cache.PolicyFrom(rt.Name, rt.Cache), next), nil
+	})
+	s, err := New(f, slog.New(slog.DiscardHandler), nil, mw)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	if err := s.Start(); err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = s.Drain(ctx)
+	})
+	return s
 }

@@ -175,8 +175,8 @@ func FuzzParseFastRequest(f *testing.F) {
 			}
 		}
 
-		// The header map a cache hit sees matches net/http's for the
-		// same head.
+		// The header map built for a cache hit matches net/http's
+		// for the same head.
 		want, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(head)))
 		if err != nil {
 			return
@@ -223,7 +223,7 @@ func FuzzParseChunkSize(f *testing.F) {
 }
 
 // TestRequestHeaderMatchesNetHTTP builds the header map of parsed heads
-// and compares it with net/http's, the map a handler sees on the general
+// and compares it with net/http's, which handlers get on the general
 // path, with names in any case and repeated.
 func TestRequestHeaderMatchesNetHTTP(t *testing.T) {
 	heads := []string{

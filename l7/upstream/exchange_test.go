@@ -463,10 +463,10 @@ func TestDialCanceledIsNotConnectError(t *testing.T) {
 	}
 }
 
-// TestExchangeHashPool checks that a hash-balanced pool, whose backend is
-// picked from the request, sends bodiless requests on direct connections,
-// while the fast path, which picks without the request, may not use it,
-// and that WithoutDirect keeps every request on the transport.
+// TestExchangeHashPool checks that a hash-balanced pool sends bodiless
+// requests on direct connections, because it picks the backend from the
+// request first. The fast path picks without the request, so it may not
+// use the pool. WithoutDirect keeps every request on the transport.
 func TestExchangeHashPool(t *testing.T) {
 	backend := newScriptedBackend(t, func(*http.Request, int) (string, bool) { return okResponse, false })
 	cfg := config.Upstream{Balance: "hash", HashKey: "client", Backends: []config.Backend{{Address: backend.addr}}, MaxIdlePerBackend: 4}
