@@ -23,6 +23,15 @@ const (
 	// A direction holds a pipe only while bytes are in flight, so this
 	// bounds the descriptors the pool keeps, not the flows that splice.
 	maxIdlePipes = 32
+
+	// spliceUnsentLowat is the TCP_NOTSENT_LOWAT a direction sets on its
+	// destination when it starts to splice: the socket then accepts bytes
+	// only while fewer than this many wait unsent in it, and the rest waits
+	// in the pipe. Without it a 1 MiB splice queues most of its pages in
+	// the socket. In the bench's 1 MiB case the load generator and backend
+	// then used 22 % more CPU per MiB (docs/benchmarks.md, "L4 bulk
+	// transfers").
+	spliceUnsentLowat = 16 << 10
 )
 
 // errNoProgress reports a splice into a socket that moved nothing and
@@ -95,7 +104,10 @@ func (h *halfCopy) run() (int64, error) {
 			var full bool
 			h.noPipe = false
 			n, full, err = h.copyBuffered()
-			splicing = splicing || full
+			if full && !splicing {
+				splicing = true
+				h.limitUnsent()
+			}
 		}
 		if n > 0 {
 			total += int64(n)
@@ -126,6 +138,14 @@ func (h *halfCopy) copyBuffered() (n int, full bool, err error) {
 	copyBuffers.Put(h.buf)
 	h.buf = nil
 	return n, h.n == copyBufferSize, err
+}
+
+// limitUnsent sets spliceUnsentLowat on dst. A failure leaves the socket
+// as it was, which only costs speed, so the copy goes on.
+func (h *halfCopy) limitUnsent() {
+	_ = h.dstRaw.Control(func(fd uintptr) {
+		_ = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_NOTSENT_LOWAT, spliceUnsentLowat)
+	})
 }
 
 // readBuffered is the [syscall.RawConn.Read] callback of copyBuffered. It
