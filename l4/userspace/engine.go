@@ -60,7 +60,25 @@ type Engine struct {
 
 	acceptWG sync.WaitGroup
 	connWG   sync.WaitGroup
+
+	// setups hands accepted connections to idle setup workers (see
+	// setupWorker). It is unbuffered, so a send succeeds only when a worker
+	// waits. quit is closed by Drain once no accept loop can send.
+	setups   chan setup
+	quit     chan struct{}
+	quitOnce sync.Once
 }
+
+// setup is one accepted connection for serveConn.
+type setup struct {
+	l *listener
+	v *VIP
+	c *net.TCPConn
+}
+
+// setupWorkerIdle is how long a setup worker waits for the next connection
+// before it exits.
+const setupWorkerIdle = 10 * time.Second
 
 type listener struct {
 	ln     *net.TCPListener
@@ -87,6 +105,8 @@ func New(logger *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
 		listeners: map[string]*listener{},
 		pending:   map[string]*net.TCPListener{},
 		conns:     map[*net.TCPConn]struct{}{},
+		setups:    make(chan setup),
+		quit:      make(chan struct{}),
 	}, nil
 }
 
@@ -213,6 +233,7 @@ func (e *Engine) Drain(ctx context.Context) error {
 	}
 	e.mu.Unlock()
 	e.acceptWG.Wait()
+	e.quitOnce.Do(func() { close(e.quit) })
 
 	done := make(chan struct{})
 	go func() {
@@ -312,7 +333,32 @@ func (e *Engine) acceptLoop(l *listener) {
 		// Only this goroutine adds, so the check above cannot be overtaken.
 		l.active.Add(1)
 		e.connWG.Add(1)
-		go e.serveConn(l, v, c)
+		select {
+		case e.setups <- setup{l, v, c}:
+		default:
+			go e.setupWorker(setup{l, v, c})
+		}
+	}
+}
+
+// setupWorker runs serveConn for s and then for each connection the accept
+// loops hand it, until none comes for setupWorkerIdle or Drain starts.
+// Dialling grows the goroutine's stack, so reusing the goroutine saves a
+// stack copy per connection.
+func (e *Engine) setupWorker(s setup) {
+	e.serveConn(s.l, s.v, s.c)
+	idle := time.NewTimer(setupWorkerIdle)
+	defer idle.Stop()
+	for {
+		select {
+		case s := <-e.setups:
+			e.serveConn(s.l, s.v, s.c)
+			idle.Reset(setupWorkerIdle)
+		case <-idle.C:
+			return
+		case <-e.quit:
+			return
+		}
 	}
 }
 

@@ -12,6 +12,9 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"runtime"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -754,5 +757,97 @@ func TestEngineConnectTimeoutFallsBack(t *testing.T) {
 	}
 	if n := testutil.ToFloat64(e.m.dialFailures.WithLabelValues("test", stalled)); n != 1 {
 		t.Errorf("dial failures of the stalled real = %v, want 1", n)
+	}
+}
+
+// setupWorkers counts the goroutines running setupWorker, and those of
+// them that wait in its select for the next connection.
+func setupWorkers() (all, waiting int) {
+	buf := make([]byte, 1<<20)
+	n := runtime.Stack(buf, true)
+	for n == len(buf) {
+		buf = make([]byte, 2*len(buf))
+		n = runtime.Stack(buf, true)
+	}
+	for _, g := range strings.Split(string(buf[:n]), "\n\n") {
+		if !strings.Contains(g, "userspace.(*Engine).setupWorker(") {
+			continue
+		}
+		all++
+		if strings.Contains(g, " [select") {
+			waiting++
+		}
+	}
+	return all, waiting
+}
+
+// TestSetupWorkerReusedAndDrained opens connections one after another: one
+// setup worker serves them all, and Drain ends it.
+func TestSetupWorkerReusedAndDrained(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, _ := startReal(t, echo)
+	vip := serve(t, e, VIP{Picker: staticPicker{real}})
+	before, waitingBefore := setupWorkers()
+
+	for i := range 5 {
+		c := dial(t, vip)
+		msg := fmt.Sprintf("conn %d", i)
+		_, _ = c.Write([]byte(msg))
+		_ = c.CloseWrite()
+		got, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatalf("connection %d: read echo: %v", i, err)
+		}
+		if string(got) != msg {
+			t.Fatalf("connection %d: echo %q, want %q", i, got, msg)
+		}
+		// The next connection finds the worker only once it waits again.
+		waitFor(t, "setup worker waiting", func() bool {
+			_, waiting := setupWorkers()
+			return waiting == waitingBefore+1
+		})
+	}
+	if all, _ := setupWorkers(); all != before+1 {
+		t.Errorf("setup workers after 5 connections in a row = %d, want %d", all, before+1)
+	}
+	if n := testutil.ToFloat64(e.m.accepted.WithLabelValues("test")); n != 5 {
+		t.Errorf("accepted = %v, want 5", n)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.Drain(ctx); err != nil {
+		t.Fatalf("Drain: %v", err)
+	}
+	waitFor(t, "setup workers to exit", func() bool {
+		all, _ := setupWorkers()
+		return all == before
+	})
+}
+
+// TestEngineRealHostName dials a real given by host name, which goes
+// through the resolver rather than the IP literal path.
+func TestEngineRealHostName(t *testing.T) {
+	e, _ := newTestEngine(t)
+	real, _ := startReal(t, echo)
+	_, port, err := net.SplitHostPort(real)
+	if err != nil {
+		t.Fatal(err)
+	}
+	named := net.JoinHostPort("localhost", port)
+	if addrs, err := net.LookupHost("localhost"); err != nil || !slices.Contains(addrs, "127.0.0.1") {
+		t.Skipf("localhost does not resolve to 127.0.0.1 here (%v, %v)", addrs, err)
+	}
+	vip := serve(t, e, VIP{Picker: staticPicker{named}})
+
+	c := dial(t, vip)
+	_, _ = c.Write([]byte("by name"))
+	_ = c.CloseWrite()
+	got, err := io.ReadAll(c)
+	if err != nil {
+		t.Fatalf("read echo: %v", err)
+	}
+	if string(got) != "by name" {
+		t.Fatalf("echo through a named real = %q, want %q", got, "by name")
 	}
 }
