@@ -148,7 +148,27 @@ func splitField(line []byte) (h1Field, bool) {
 	if colon <= 0 {
 		return h1Field{}, false
 	}
-	name := line[:colon]
+	return splitFieldAt(line, line[:colon], colon)
+}
+
+// splitResponseField is splitField for a response head. It removes
+// whitespace before the colon, as RFC 9112 section 5.1 requires of a
+// proxy, and reports whether there was any.
+func splitResponseField(line []byte) (f h1Field, trimmed, ok bool) {
+	colon := bytes.IndexByte(line, ':')
+	if colon <= 0 {
+		return h1Field{}, false, false
+	}
+	name := bytes.TrimRight(line[:colon], " \t")
+	if len(name) == 0 {
+		return h1Field{}, false, false
+	}
+	f, ok = splitFieldAt(line, name, colon)
+	return f, len(name) < colon, ok
+}
+
+// splitFieldAt checks name and the value after the colon at colon.
+func splitFieldAt(line, name []byte, colon int) (h1Field, bool) {
 	for _, c := range name {
 		if !isTokenChar(c) {
 			return h1Field{}, false
@@ -396,11 +416,17 @@ func parseResponse(head []byte, resp *h1Response) error {
 		if line[0] == ' ' || line[0] == '\t' {
 			return errBadResponse
 		}
-		f, ok := splitField(line)
+		f, trimmed, ok := splitResponseField(line)
 		if !ok {
 			return errBadResponse
 		}
-		switch responseFieldKind(f.name) {
+		kind := responseFieldKind(f.name)
+		if trimmed && (kind != fieldOther && kind != fieldDate && kind != fieldRequestID || bytes.EqualFold(f.name, []byte("trailer"))) {
+			// Parsers disagree on such a framing or hop-by-hop field,
+			// so the response is rejected rather than forwarded.
+			return errBadResponse
+		}
+		switch kind {
 		case fieldContentLength:
 			n, err := strconv.ParseInt(string(f.value), 10, 64)
 			if err != nil || n < 0 || f.value[0] == '+' || (resp.contentLength >= 0 && n != resp.contentLength) {

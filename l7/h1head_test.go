@@ -106,6 +106,16 @@ func TestParseResponse(t *testing.T) {
 		{head: "HTTP/1.1 200 OK\r\nX: a\x01\r\n\r\n", err: true},
 		{head: "HTTP/1.1 200 OK\r\nX: a\rb\r\n\r\n", err: true},
 		{head: "HTTP/1.1 200OK\r\n\r\n", err: true},
+		// Whitespace before the colon is removed from an ordinary field,
+		// and a framing or hop-by-hop field written that way is rejected.
+		{head: "HTTP/1.1 200 OK\r\nX-A : 1\r\nContent-Length: 1\r\n\r\n", status: 200, length: 1},
+		{head: "HTTP/1.1 200 OK\r\nX-A\t: 1\r\n\r\n", status: 200, length: -1},
+		{head: "HTTP/1.1 200 OK\r\nContent-Length : 1\r\n\r\n", err: true},
+		{head: "HTTP/1.1 200 OK\r\nTransfer-Encoding : chunked\r\n\r\n", err: true},
+		{head: "HTTP/1.1 200 OK\r\nConnection : close\r\n\r\n", err: true},
+		{head: "HTTP/1.1 200 OK\r\nUpgrade : x\r\n\r\n", err: true},
+		{head: "HTTP/1.1 200 OK\r\nTrailer : x\r\n\r\n", err: true},
+		{head: "HTTP/1.1 200 OK\r\n : 1\r\n\r\n", err: true},
 	}
 	for _, tc := range cases {
 		var resp h1Response

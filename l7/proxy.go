@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -22,6 +23,7 @@ import (
 	"github.com/tidegate/tidegate/l7/route"
 	"github.com/tidegate/tidegate/l7/upstream"
 	"github.com/tidegate/tidegate/shared/config"
+	"golang.org/x/net/http/httpguts"
 )
 
 // statusClientClosed is logged and counted, never sent, when the client
@@ -287,10 +289,47 @@ func (s *Server) newUpstreamHandler(pool *upstream.Pool) http.Handler {
 	}
 }
 
+// errInvalidResponse reports a backend response that net/http's parser
+// accepts but a proxy must not forward. The client gets 502.
+var errInvalidResponse = errors.New("invalid response from backend")
+
 func modifyResponse(resp *http.Response) error {
+	// RFC 9110 section 15 makes a status outside 100..599 invalid, and a
+	// client would treat it as a 5xx. The fast path rejects it too.
+	if resp.StatusCode < 100 || resp.StatusCode > 599 {
+		return fmt.Errorf("%w: status %d outside 100..599", errInvalidResponse, resp.StatusCode)
+	}
+	if err := fixFieldNames(resp.Header); err != nil {
+		return err
+	}
 	// The listener already set the request ID on the response; a copy from
 	// the backend would make a second value.
 	resp.Header.Del("X-Request-Id")
+	return nil
+}
+
+// fixFieldNames removes whitespace between a field name and its colon, as
+// RFC 9112 section 5.1 requires of a proxy. net/http's parser keeps such a
+// name with its spaces and does not frame the body by it, so a framing or
+// hop-by-hop name fails here, as does one that is still not a token.
+func fixFieldNames(h http.Header) error {
+	for name, values := range h {
+		if !strings.ContainsAny(name, " \t") {
+			continue
+		}
+		trimmed := strings.TrimRight(name, " \t")
+		if !httpguts.ValidHeaderFieldName(trimmed) {
+			return fmt.Errorf("%w: field name %q", errInvalidResponse, name)
+		}
+		key := http.CanonicalHeaderKey(trimmed)
+		switch key {
+		case "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive", "Proxy-Connection",
+			"Upgrade", "Proxy-Authenticate", "Te", "Trailer":
+			return fmt.Errorf("%w: field name %q", errInvalidResponse, name)
+		}
+		delete(h, name)
+		h[key] = append(h[key], values...)
+	}
 	return nil
 }
 
