@@ -153,8 +153,12 @@ to_ms() {
 
 # cpu1_busy prints the busy clock ticks of CPU 1 from /proc/stat: every
 # state but idle and iowait, so other work on the proxy's CPU shows up.
-cpu1_busy() {
-	awk '$1 == "cpu1" { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+cpu1_busy() { cpu_busy cpu1; }
+
+# cpu_busy NAME prints the busy clock ticks of the CPU named NAME (cpu0,
+# cpu1) in /proc/stat.
+cpu_busy() {
+	awk -v cpu="$1" '$1 == cpu { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
 }
 
 # per_unit TICKS N prints TICKS clock ticks as microseconds per unit.
@@ -169,15 +173,17 @@ per_unit() {
 #   V_P99    p99 latency in ms (for h2load, its standard deviation)
 #   V_CPU    CPU microseconds of PIDS and their descendants per request
 #   V_OTHER  percent of CPU 1 busy with other processes
+#   V_CPU0   percent of CPU 0 busy: the load generator and the backends
 #   V_ERR    errors the load tool reported
 #   V_INFO   other facts for the notes
 run_once() {
 	local kind=$1 pids=$2 target=$3
 	shift 3
-	local out before after busy0 busy1 n t0 t1 secs
+	local out before after busy0 busy1 load0 load1 n t0 t1 secs
 	V_ERR="" V_INFO=""
 	before=$(cpu_ticks $pids)
 	busy0=$(cpu1_busy)
+	load0=$(cpu_busy cpu0)
 	t0=$(date +%s%N)
 
 	case $kind in
@@ -214,18 +220,20 @@ run_once() {
 
 	after=$(cpu_ticks $pids)
 	busy1=$(cpu1_busy)
+	load1=$(cpu_busy cpu0)
 	t1=$(date +%s%N)
 	echo "$out" >>"$WORK/$kind.log"
 	V_CPU=$(per_unit $((after - before)) "$n")
 	secs=$(awk -v a="$t0" -v b="$t1" 'BEGIN { print (b - a) / 1e9 }')
 	V_OTHER=$(awk -v b=$((busy1 - busy0 - (after - before))) -v hz="$CLK_TCK" -v s="$secs" 'BEGIN { v = b * 100 / hz / s; printf "%.0f", (v < 0) ? 0 : v }')
+	V_CPU0=$(awk -v b=$((load1 - load0)) -v hz="$CLK_TCK" -v s="$secs" 'BEGIN { printf "%.0f", b * 100 / hz / s }')
 }
 
 # Cases of the current table: each is one load against one proxy, run
 # interleaved with the others so that changes in the machine's background
 # load fall on every proxy alike.
 declare -a CASE_LABEL=() CASE_KIND=() CASE_PIDS=() CASE_TARGET=() CASE_ARGS=() CASE_NOTE=() CASE_CONNS=()
-declare -a ACC_RATE=() ACC_P50=() ACC_P99=() ACC_CPU=() ACC_OTHER=() ACC_ERR=() ACC_INFO=()
+declare -a ACC_RATE=() ACC_P50=() ACC_P99=() ACC_CPU=() ACC_OTHER=() ACC_CPU0=() ACC_ERR=() ACC_INFO=()
 
 # add_case LABEL KIND PIDS TARGET [ARGS...] queues one case for run_cases.
 # CASE_CONNS_NEXT, when set, overrides $CONNS for this case.
@@ -243,7 +251,7 @@ add_case() {
 # of them in turn. write_rows then turns the results into table rows.
 run_cases() {
 	local i r saved=$CONNS args=()
-	ACC_RATE=() ACC_P50=() ACC_P99=() ACC_CPU=() ACC_OTHER=() ACC_ERR=() ACC_INFO=()
+	ACC_RATE=() ACC_P50=() ACC_P99=() ACC_CPU=() ACC_OTHER=() ACC_CPU0=() ACC_ERR=() ACC_INFO=()
 	for i in "${!CASE_LABEL[@]}"; do
 		IFS=$'\x1f' read -ra args <<<"${CASE_ARGS[i]}"
 		CONNS=${CASE_CONNS[i]}
@@ -257,11 +265,11 @@ run_cases() {
 			IFS=$'\x1f' read -ra args <<<"${CASE_ARGS[i]}"
 			CONNS=${CASE_CONNS[i]}
 			run_once "${CASE_KIND[i]}" "${CASE_PIDS[i]}" "${CASE_TARGET[i]}" "${args[@]}"
-			ACC_RATE[i]+=" $V_RATE" ACC_P50[i]+=" $V_P50" ACC_P99[i]+=" $V_P99" ACC_CPU[i]+=" $V_CPU" ACC_OTHER[i]+=" $V_OTHER"
+			ACC_RATE[i]+=" $V_RATE" ACC_P50[i]+=" $V_P50" ACC_P99[i]+=" $V_P99" ACC_CPU[i]+=" $V_CPU" ACC_OTHER[i]+=" $V_OTHER" ACC_CPU0[i]+=" $V_CPU0"
 			# Errors of every round go to the notes, other facts of the last.
 			[[ -n $V_ERR ]] && ACC_ERR[i]+="round $r: $V_ERR"
 			ACC_INFO[i]=$V_INFO
-			log "round $r ${CASE_LABEL[i]}: $V_RATE/s, cpu $V_CPU us, other load on CPU 1 $V_OTHER%"
+			log "round $r ${CASE_LABEL[i]}: $V_RATE/s, cpu $V_CPU us, other load on CPU 1 $V_OTHER%, CPU 0 busy $V_CPU0%"
 		done
 	done
 	CONNS=$saved
@@ -272,10 +280,11 @@ run_cases() {
 write_rows() {
 	local i
 	for i in "${!CASE_LABEL[@]}"; do
-		local other
+		local other load
 		other=$(stats ${ACC_OTHER[i]} | cut -d' ' -f1)
+		load=$(stats ${ACC_CPU0[i]} | cut -d' ' -f1)
 		row "${CASE_LABEL[i]}" "$(fmt_stat ${ACC_RATE[i]})" "$(fmt_stat ${ACC_P50[i]})" "$(fmt_stat ${ACC_P99[i]})" "$(fmt_stat ${ACC_CPU[i]})" \
-			"${ACC_ERR[i]:-}${ACC_INFO[i]:-}other load on CPU 1: ${other}%${CASE_NOTE[i]:+; ${CASE_NOTE[i]}}"
+			"${ACC_ERR[i]:-}${ACC_INFO[i]:-}other load on CPU 1: ${other}%; CPU 0 busy: ${load}%${CASE_NOTE[i]:+; ${CASE_NOTE[i]}}"
 	done
 	CASE_LABEL=() CASE_KIND=() CASE_PIDS=() CASE_TARGET=() CASE_ARGS=() CASE_NOTE=() CASE_CONNS=()
 }
