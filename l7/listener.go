@@ -99,6 +99,10 @@ type listener struct {
 	fast fastConns
 }
 
+// maxH2FrameSize is the largest HTTP/2 frame a listener reads, which it
+// advertises in SETTINGS_MAX_FRAME_SIZE.
+const maxH2FrameSize = 16 << 10
+
 func newListener(s *Server, ls *listenerSettings) *listener {
 	c := ls.cfg
 	l := &listener{
@@ -130,9 +134,13 @@ func newListener(s *Server, ls *listenerSettings) *listener {
 		IdleTimeout:       c.IdleTimeout.D(),
 		MaxHeaderBytes:    int(c.MaxHeaderBytes),
 		Protocols:         protocols,
-		ConnContext:       l.connContext,
-		ConnState:         l.connState,
-		ErrorLog:          slog.NewLogLogger(l.logger.Handler(), slog.LevelDebug),
+		// 16 KiB is RFC 9113's initial SETTINGS_MAX_FRAME_SIZE. Go's
+		// default of 1 MiB would let one HEADERS or DATA frame of a
+		// client take a megabyte of the read buffer.
+		HTTP2:       &http.HTTP2Config{MaxReadFrameSize: maxH2FrameSize},
+		ConnContext: l.connContext,
+		ConnState:   l.connState,
+		ErrorLog:    slog.NewLogLogger(l.logger.Handler(), slog.LevelDebug),
 	}
 	return l
 }

@@ -1,6 +1,7 @@
 package l7
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -328,6 +329,72 @@ func TestDrainSendsGoAway(t *testing.T) {
 	}
 	if err := <-drained; err != nil {
 		t.Errorf("Drain = %v, want nil", err)
+	}
+}
+
+// TestH2FrameSizeLimit opens an h2c connection, checks that the listener
+// advertises a 16 KiB SETTINGS_MAX_FRAME_SIZE, and sends a HEADERS frame
+// one byte larger: the connection must end with a FRAME_SIZE_ERROR GOAWAY
+// (RFC 9113 section 4.2).
+func TestH2FrameSizeLimit(t *testing.T) {
+	s := startTestServer(t, `
+  listeners:
+    - name: edge
+      address: 127.0.0.1:0
+      h2c: true
+  routes:
+    - name: all
+      upstream: b
+  upstreams:
+    - name: b
+      backends: [{address: "127.0.0.1:1"}]
+  access_log: {path: "off"}
+`)
+	c, err := net.Dial("tcp", s.Addrs()["edge"].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	f, err := fr.ReadFrame()
+	if err != nil {
+		t.Fatalf("read server settings: %v", err)
+	}
+	settings, ok := f.(*http2.SettingsFrame)
+	if !ok {
+		t.Fatalf("first frame is %v, want SETTINGS", f)
+	}
+	if v, ok := settings.Value(http2.SettingMaxFrameSize); !ok || v != maxH2FrameSize {
+		t.Errorf("SETTINGS_MAX_FRAME_SIZE = %d (sent %v), want %d", v, ok, maxH2FrameSize)
+	}
+	if err := fr.WriteSettingsAck(); err != nil {
+		t.Fatal(err)
+	}
+
+	// A header block fragment of maxH2FrameSize+1 bytes. Its content does
+	// not matter: the frame's length alone is the error.
+	block := bytes.Repeat([]byte{0}, maxH2FrameSize+1)
+	if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: block, EndStream: true, EndHeaders: true}); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("connection ended without GOAWAY: %v", err)
+		}
+		if ga, ok := f.(*http2.GoAwayFrame); ok {
+			if ga.ErrCode != http2.ErrCodeFrameSize {
+				t.Errorf("GOAWAY error code %v, want FRAME_SIZE_ERROR", ga.ErrCode)
+			}
+			return
+		}
 	}
 }
 
