@@ -659,7 +659,7 @@ func TestFastPathAttackBackendMisbehaves(t *testing.T) {
 	// (502), and the fast path removes the tab as it removes spaces (RFC
 	// 9112 section 5.1). The test pins both outcomes.
 	stricter := map[string][2]string{
-		"/tab-colon": {`502 "Bad Gateway\n" complete=true`, `200 "ok" complete=true`},
+		"/tab-colon":   {`502 "Bad Gateway\n" complete=true`, `200 "ok" complete=true`},
 		"/mixed-colon": {`502 "Bad Gateway\n" complete=true`, `200 "ok" complete=true`},
 	}
 	// readFinal reads the next final response, skipping 1xx ones.

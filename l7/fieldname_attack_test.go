@@ -11,6 +11,7 @@ import (
 	"net/http/httptrace"
 	"net/textproto"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -171,4 +172,45 @@ func fieldNameOverH2(t *testing.T, client *http.Client, url string) fieldNameRes
 func withoutRequestID(h http.Header) http.Header {
 	delete(h, "X-Request-Id")
 	return h
+}
+
+// TestCachedRouteFieldNameSpace has a backend on a cached route write
+// Cache-Control and a custom field with a space before the colon. The
+// cache must store the response by the trimmed Cache-Control, so the
+// second and third requests are hits, and every response, stored or not,
+// must carry the names without the space.
+func TestCachedRouteFieldNameSpace(t *testing.T) {
+	var hits atomic.Int32
+	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
+		for readRequestHead(r) != "" {
+			hits.Add(1)
+			_, _ = io.WriteString(c, "HTTP/1.1 200 OK\r\nCache-Control : public, max-age=3600\r\nX-Odd  : 1\r\nContent-Length: 2\r\n\r\nok")
+		}
+	})
+	s := startCachedL7(t, fmt.Sprintf(twoListeners, addr))
+	addrs := s.Addrs()
+	for i, listener := range []string{"fast", "fast", "general"} {
+		got := fieldNameOverH1(t, addrs[listener].String(), "/c")
+		if got.status != 200 || got.body != "ok" {
+			t.Errorf("request %d on %s: %d %q, want 200 \"ok\"", i, listener, got.status, got.body)
+		}
+	}
+	if n := hits.Load(); n != 1 {
+		t.Errorf("backend got %d requests, want 1 and two cache hits", n)
+	}
+	for _, listener := range []string{"fast", "general"} {
+		c, err := net.Dial("tcp", addrs[listener].String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		_, _ = io.WriteString(c, "GET /c HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n")
+		raw, _ := io.ReadAll(c)
+		c.Close()
+		for _, want := range []string{"\r\nCache-Control: public, max-age=3600\r\n", "\r\nX-Odd: 1\r\n"} {
+			if !strings.Contains(string(raw), want) {
+				t.Errorf("hit on %s lacks %q:\n%s", listener, want, raw)
+			}
+		}
+	}
 }
