@@ -338,6 +338,10 @@ func fixFieldNames(h http.Header) error {
 			"Upgrade", "Proxy-Authenticate", "Te", "Trailer":
 			return fmt.Errorf("%w: field name %q", errInvalidResponse, name)
 		}
+		// NOTE: the header map has lost the order between these values
+		// and those of a field spelled without the whitespace, so they
+		// go last. RFC 9110 section 5.3 asks a proxy to keep that order,
+		// as the fast path does.
 		delete(h, name)
 		h[key] = append(h[key], values...)
 	}
