@@ -53,11 +53,12 @@ type fieldNameResult struct {
 
 // TestBackendFieldNameSpaceInterimAndTrailer has the backend put spaces
 // between a field name and its colon in a 1xx response and in a chunked
-// trailer, and send statuses below 100. Every listener must forward the
-// 1xx and trailer fields with the space removed (RFC 9112 section 5.1).
-// It must respond with 502 to a 1xx whose Connection field is written that
-// way, as to such a final response, and to a status below 100. Pools that
-// use direct connections and pools that use the transport are both tried.
+// trailer, and send statuses outside 100..599 and a 100 with a body.
+// Every listener must forward the 1xx and trailer fields with the space
+// removed (RFC 9112 section 5.1). It must respond with 502 to a 1xx whose
+// Connection field is written that way, as to such a final response, and
+// to the bad statuses. Pools that use direct connections and pools that
+// use the transport are both tried.
 func TestBackendFieldNameSpaceInterimAndTrailer(t *testing.T) {
 	responses := map[string]string{
 		"/hint":       "HTTP/1.1 103 Early Hints\r\nLink  : </a>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
@@ -65,6 +66,8 @@ func TestBackendFieldNameSpaceInterimAndTrailer(t *testing.T) {
 		"/trailer":    "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n2\r\nok\r\n0\r\nX-T : 1\r\n\r\n",
 		"/status-000": "HTTP/1.1 000 Zero\r\nContent-Length: 2\r\n\r\nok",
 		"/status-099": "HTTP/1.1 099 Low\r\nContent-Length: 2\r\n\r\nok",
+		"/status-999": "HTTP/1.1 999 High\r\nContent-Length: 2\r\n\r\nok",
+		"/status-100": "HTTP/1.1 100 Continue\r\nContent-Length: 5\r\n\r\nhelloHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
 	}
 	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
 		for {
@@ -85,6 +88,10 @@ func TestBackendFieldNameSpaceInterimAndTrailer(t *testing.T) {
 		"/trailer":    {status: 200, body: "ok", trailer: http.Header{"X-T": {"1"}}, complete: true},
 		"/status-000": {status: 502, body: "Bad Gateway\n", complete: true},
 		"/status-099": {status: 502, body: "Bad Gateway\n", complete: true},
+		"/status-999": {status: 502, body: "Bad Gateway\n", complete: true},
+		// A 1xx has no body (RFC 9110 section 15.2), so the bytes after
+		// the 100 are a malformed head.
+		"/status-100": {interim: []http.Header{{}}, status: 502, body: "Bad Gateway\n", complete: true},
 	}
 	for _, via := range []string{"direct", "transport"} {
 		_, addrs := startL7(t, fmt.Sprintf(fieldNameAttackConfig, cert.CertFile, cert.KeyFile, addr), pathOptions(via)...)
