@@ -967,8 +967,15 @@ func (c *fastConn) copyChunked(x *fastExchange, r *bufio.Reader, w *bufio.Writer
 		if len(line) == 0 {
 			break
 		}
-		if _, ok := splitField(line); !ok || n == maxFastFields {
+		f, trimmed, ok := splitResponseField(line)
+		if !ok || n == maxFastFields || trimmed && !trimmableField(f.name) {
 			return errBadChunk, false
+		}
+		if trimmed {
+			// As in the head, whitespace before the colon is removed
+			// (RFC 9112 section 5.1).
+			line = append(append(append(x.out[:0], f.name...), ": "...), f.value...)
+			x.out = line
 		}
 		if _, err := w.Write(line); err != nil {
 			return err, true

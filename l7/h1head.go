@@ -151,9 +151,9 @@ func splitField(line []byte) (h1Field, bool) {
 	return splitFieldAt(line, line[:colon], colon)
 }
 
-// splitResponseField is splitField for a response head. It removes
-// whitespace before the colon, as RFC 9112 section 5.1 requires of a
-// proxy, and reports whether there was any.
+// splitResponseField is splitField for a response head or trailer
+// section. It removes whitespace before the colon, as RFC 9112 section 5.1
+// requires of a proxy, and reports whether there was any.
 func splitResponseField(line []byte) (f h1Field, trimmed, ok bool) {
 	colon := bytes.IndexByte(line, ':')
 	if colon <= 0 {
@@ -165,6 +165,20 @@ func splitResponseField(line []byte) (f h1Field, trimmed, ok bool) {
 	}
 	f, ok = splitFieldAt(line, name, colon)
 	return f, len(name) < colon, ok
+}
+
+// trimmableField reports whether a response field whose name had
+// whitespace before the colon may be forwarded with it removed. Parsers
+// disagree on a framing or hop-by-hop field written that way, so such a
+// response is rejected rather than forwarded.
+func trimmableField(name []byte) bool {
+	switch responseFieldKind(name) {
+	case fieldOther:
+		return !bytes.EqualFold(name, []byte("trailer"))
+	case fieldDate, fieldRequestID:
+		return true
+	}
+	return false
 }
 
 // splitFieldAt checks name and the value after the colon at colon.
@@ -420,13 +434,10 @@ func parseResponse(head []byte, resp *h1Response) error {
 		if !ok {
 			return errBadResponse
 		}
-		kind := responseFieldKind(f.name)
-		if trimmed && (kind != fieldOther && kind != fieldDate && kind != fieldRequestID || bytes.EqualFold(f.name, []byte("trailer"))) {
-			// Parsers disagree on such a framing or hop-by-hop field,
-			// so the response is rejected rather than forwarded.
+		if trimmed && !trimmableField(f.name) {
 			return errBadResponse
 		}
-		switch kind {
+		switch responseFieldKind(f.name) {
 		case fieldContentLength:
 			n, err := strconv.ParseInt(string(f.value), 10, 64)
 			if err != nil || n < 0 || f.value[0] == '+' || (resp.contentLength >= 0 && n != resp.contentLength) {

@@ -78,6 +78,10 @@ type requestState struct {
 	// policy contains the access-log fields that policy middlewares fill in
 	// through [LogFields].
 	policy accesslog.PolicyFields
+	// badInterim is the error of a 1xx response from the backend that
+	// was not forwarded. The final response then gets 502 (see
+	// [responseRecorder.WriteHeader]).
+	badInterim error
 }
 
 type requestStateKey struct{}
@@ -147,7 +151,7 @@ func (l *listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Request-Id", id)
 
 	rs := &requestState{id: id, st: st, settings: l.settings.Load()}
-	rec := &responseRecorder{ResponseWriter: w, server: s, id: id}
+	rec := &responseRecorder{ResponseWriter: w, server: s, id: id, rs: rs}
 	body := &countingBody{ReadCloser: r.Body}
 	if r.Body != nil && r.Body != http.NoBody {
 		r.Body = body
@@ -294,6 +298,9 @@ func (s *Server) newUpstreamHandler(pool *upstream.Pool) http.Handler {
 var errInvalidResponse = errors.New("invalid response from backend")
 
 func modifyResponse(resp *http.Response) error {
+	if rs := stateFrom(resp.Request.Context()); rs != nil && rs.badInterim != nil {
+		return rs.badInterim
+	}
 	// RFC 9110 section 15 makes a status outside 100..599 invalid, and a
 	// client would treat it as a 5xx. The fast path rejects it too.
 	if resp.StatusCode < 100 || resp.StatusCode > 599 {
@@ -301,6 +308,10 @@ func modifyResponse(resp *http.Response) error {
 	}
 	if err := fixFieldNames(resp.Header); err != nil {
 		return err
+	}
+	if len(resp.TransferEncoding) > 0 && resp.Body != http.NoBody {
+		// Trailer fields arrive when the body ends.
+		resp.Body = &trailerFixer{ReadCloser: resp.Body, resp: resp}
 	}
 	// The listener already set the request ID on the response; a copy from
 	// the backend would make a second value.
@@ -327,10 +338,33 @@ func fixFieldNames(h http.Header) error {
 			"Upgrade", "Proxy-Authenticate", "Te", "Trailer":
 			return fmt.Errorf("%w: field name %q", errInvalidResponse, name)
 		}
+		// NOTE: the header map has lost the order between these values
+		// and those of a field spelled without the whitespace, so they
+		// go last. RFC 9110 section 5.3 asks a proxy to keep that order,
+		// as the fast path does.
 		delete(h, name)
 		h[key] = append(h[key], values...)
 	}
 	return nil
+}
+
+// trailerFixer runs fixFieldNames on the trailer fields of resp when its
+// body ends, before ReverseProxy copies them. A field that fails turns the
+// end of the body into an error, which aborts the response, as the fast
+// path does.
+type trailerFixer struct {
+	io.ReadCloser
+	resp *http.Response
+}
+
+func (t *trailerFixer) Read(p []byte) (int, error) {
+	n, err := t.ReadCloser.Read(p)
+	if err == io.EOF {
+		if ferr := fixFieldNames(t.resp.Trailer); ferr != nil {
+			return n, fmt.Errorf("trailer: %w", ferr)
+		}
+	}
+	return n, err
 }
 
 func (s *Server) handleProxyError(w http.ResponseWriter, r *http.Request, err error) {
@@ -520,6 +554,7 @@ type responseRecorder struct {
 	// id is the request ID, set on the final response again when a 1xx
 	// response cleared the header map (ReverseProxy does after each).
 	id string
+	rs *requestState
 }
 
 func (rr *responseRecorder) WriteHeader(code int) {
@@ -532,8 +567,17 @@ func (rr *responseRecorder) WriteHeader(code int) {
 		}
 	}
 	if code >= 100 && code < 200 && code != http.StatusSwitchingProtocols {
-		// ReverseProxy relays a backend's 1xx fields as they came, and
-		// a proxy must not forward hop-by-hop ones (RFC 9110 section
+		// ReverseProxy relays a backend's 1xx fields as they came,
+		// without modifyResponse, so their names are fixed here. A 1xx
+		// that fails is not forwarded, and neither is any after it: the
+		// final response gets 502, as on the fast path.
+		if rr.rs != nil && rr.rs.badInterim == nil {
+			rr.rs.badInterim = fixFieldNames(rr.Header())
+		}
+		if rr.rs != nil && rr.rs.badInterim != nil {
+			return
+		}
+		// A proxy must not forward hop-by-hop fields (RFC 9110 section
 		// 7.6.1).
 		removeHopByHop(rr.Header())
 	}

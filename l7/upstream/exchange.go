@@ -338,6 +338,11 @@ func (p *Pool) sendHead(req *http.Request, c *DirectConn, head []byte) (*http.Re
 			return fail(fmt.Errorf("%w: %v", errBadResponse, err))
 		}
 		switch {
+		case resp.StatusCode < 100 || resp.StatusCode > 599:
+			// RFC 9110 section 15 defines 100..599 only. A status below
+			// 100 would otherwise be taken for a 1xx and reach
+			// WriteHeader, which panics.
+			return fail(fmt.Errorf("%w: status %d outside 100..599", errBadResponse, resp.StatusCode))
 		case resp.StatusCode == http.StatusSwitchingProtocols:
 			return fail(fmt.Errorf("%w: 101 Switching Protocols to a request without Upgrade", errBadResponse))
 		case resp.StatusCode < 200:
