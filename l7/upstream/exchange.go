@@ -33,6 +33,10 @@ const MaxResponseHead = 10 << 20
 // HTTP/1.1 request line. An HTTP/2 client can send one in :path.
 var ErrInvalidTarget = errors.New("upstream: invalid request target")
 
+// errNothingWritten marks a request that failed before its first byte was
+// written, so the backend cannot have seen it.
+var errNothingWritten = errors.New("upstream: request not written")
+
 // errBadResponse marks a response a backend should not have sent.
 var errBadResponse = errors.New("upstream: malformed response from backend")
 
@@ -237,9 +241,9 @@ func (p *Pool) exchange(req *http.Request, b *Backend) (*http.Response, error) {
 		// A reused connection that fails before any response byte may
 		// have been closed by the backend while it was idle. The backend
 		// may also have read the request and acted on it, so only a
-		// request that net/http's transport would replay goes again on a
-		// new connection.
-		stale := c.Reused && c.R.Buffered() == 0 && replayable(req) &&
+		// request that net/http's transport would replay, or one of which
+		// no byte was written, goes again on a new connection.
+		stale := c.Reused && c.R.Buffered() == 0 && (replayable(req) || errors.Is(err, errNothingWritten)) &&
 			!isTimeout(err) && !errors.Is(err, errBadResponse) && ctx.Err() == nil
 		_ = c.Close()
 		if !stale {
@@ -255,7 +259,7 @@ func (p *Pool) exchange(req *http.Request, b *Backend) (*http.Response, error) {
 // failed, by the rule of net/http's transport: the method is GET, HEAD,
 // OPTIONS or TRACE, or the request carries an Idempotency-Key or
 // X-Idempotency-Key field. The transport also resends any request when
-// writing it failed before the first byte. This never does.
+// writing it failed before the first byte, and so does [Pool.exchange].
 func replayable(req *http.Request) bool {
 	switch req.Method {
 	case http.MethodGet, http.MethodHead, http.MethodOptions, http.MethodTrace:
@@ -312,7 +316,10 @@ func (p *Pool) sendHead(req *http.Request, c *DirectConn, head []byte) (*http.Re
 		return nil, err
 	}
 
-	if _, err := c.Write(head); err != nil {
+	if n, err := c.Write(head); err != nil {
+		if n == 0 {
+			err = fmt.Errorf("%w: %w", errNothingWritten, err)
+		}
 		return fail(err)
 	}
 	trace := httptrace.ContextClientTrace(ctx)

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httptrace"
 	"net/textproto"
+	"syscall"
 	"testing"
 	"time"
 
@@ -276,5 +278,59 @@ func BenchmarkAppendRequestHead(b *testing.B) {
 		if buf, err = appendRequestHead(buf[:0], req); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// resetOnWrite is a connection whose writes fail before any byte, as a
+// write does once a reset from the backend has arrived.
+type resetOnWrite struct{ net.Conn }
+
+func (resetOnWrite) Write([]byte) (int, error) {
+	return 0, &net.OpError{Op: "write", Net: "tcp", Err: syscall.ECONNRESET}
+}
+
+// TestExchangeResendsUnwritten gives a POST an idle connection whose write
+// fails before the first byte. The backend cannot have seen the request,
+// so it goes again on a new connection, as with net/http's transport, and
+// reaches the backend once.
+func TestExchangeResendsUnwritten(t *testing.T) {
+	backend := newScriptedBackend(t, func(*http.Request, int) (string, bool) { return okResponse, false })
+	p := testPool(t, config.Upstream{Backends: []config.Backend{{Address: backend.addr}}, MaxIdlePerBackend: 4})
+	first := httptest.NewRequest("GET", "http://front.test/", nil)
+	first.RequestURI = ""
+	roundTripBody(t, p, first)
+
+	b := p.backends[0]
+	c := p.direct.take(b, p.now(), time.Minute)
+	if c == nil {
+		t.Fatal("no idle connection after the first request")
+	}
+	// Without a descriptor the idle check passes, so the write is what
+	// fails.
+	c.Conn, c.raw = resetOnWrite{c.Conn}, nil
+	if !p.direct.put(c, 4) {
+		t.Fatal("the idle connection did not go back to the pool")
+	}
+
+	req := httptest.NewRequest("POST", "http://front.test/act", nil)
+	req.RequestURI = ""
+	req.Body = nil
+	resp, body := roundTripBody(t, p, req)
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("POST after an unwritten request: status %d, want 200", resp.StatusCode)
+	}
+	if body != "ok" {
+		t.Errorf("POST after an unwritten request: body %q, want %q", body, "ok")
+	}
+	backend.mu.Lock()
+	defer backend.mu.Unlock()
+	acts := 0
+	for _, r := range backend.requests {
+		if r.URL.Path == "/act" {
+			acts++
+		}
+	}
+	if acts != 1 {
+		t.Errorf("backend received POST /act %d times, want 1", acts)
 	}
 }
