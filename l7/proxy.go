@@ -340,8 +340,8 @@ func fixFieldNames(h http.Header) error {
 		}
 		// NOTE: the header map has lost the order between these values
 		// and those of a field spelled without the whitespace, so they
-		// go last. RFC 9110 section 5.3 asks a proxy to keep that order,
-		// as the fast path does.
+		// go last. RFC 9110 section 5.3 forbids a proxy to change that
+		// order, and the fast path keeps it.
 		delete(h, name)
 		h[key] = append(h[key], values...)
 	}
