@@ -12,8 +12,9 @@ BIN := bin/tidegate
 # namespaces, clang-19, llvm-19, libbpf-dev (bpf_helpers.h) and
 # linux-libc-dev (UAPI headers) to check the committed BPF objects,
 # redis-server for the shared rate-limit tests, curl for the demo check,
-# chromium for the status page tests.
-APT_PACKAGES := iproute2 ethtool clang-19 llvm-19 libbpf-dev linux-libc-dev redis-server curl chromium
+# chromium for the status page tests, haproxy for the PROXY protocol
+# interop tests.
+APT_PACKAGES := iproute2 ethtool clang-19 llvm-19 libbpf-dev linux-libc-dev redis-server curl chromium haproxy
 
 .PHONY: all build test unit integration deps lint generate generate-check demo bench compose-up compose-down clean
 
