@@ -124,7 +124,7 @@ backend l7v1
 }
 
 // TestL4HeadersToHAProxy puts the L4 in front of HAProxy "mode http" with
-// accept-proxy, which answers with the client address it parsed and, for
+// accept-proxy, which responds with the client address it parsed and, for
 // v2, the UNIQUE_ID TLV.
 func TestL4HeadersToHAProxy(t *testing.T) {
 	realAddr := freeAddr(t)
