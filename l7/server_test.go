@@ -277,9 +277,11 @@ func startTestServer(t testing.TB, l7Body string) *Server {
 	return s
 }
 
-// TestDrainSendsGoAway opens a raw HTTP/2 connection to an h2c listener and
-// checks that Drain sends it a GOAWAY frame.
-func TestDrainSendsGoAway(t *testing.T) {
+// startH2C starts a server with one h2c listener, opens a connection to
+// it, and sends the client preface and SETTINGS. It returns the server and
+// a framer on the connection, whose deadline is 10 s away.
+func startH2C(t *testing.T) (*Server, *http2.Framer) {
+	t.Helper()
 	s := startTestServer(t, `
   listeners:
     - name: edge
@@ -297,7 +299,7 @@ func TestDrainSendsGoAway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
 		t.Fatal(err)
@@ -306,6 +308,13 @@ func TestDrainSendsGoAway(t *testing.T) {
 	if err := fr.WriteSettings(); err != nil {
 		t.Fatal(err)
 	}
+	return s, fr
+}
+
+// TestDrainSendsGoAway opens a raw HTTP/2 connection to an h2c listener and
+// checks that Drain sends it a GOAWAY frame.
+func TestDrainSendsGoAway(t *testing.T) {
+	s, fr := startH2C(t)
 	// Wait for the server's SETTINGS so the connection is established
 	// before the drain starts.
 	if _, err := fr.ReadFrame(); err != nil {
@@ -337,32 +346,7 @@ func TestDrainSendsGoAway(t *testing.T) {
 // one byte larger: the connection must end with a FRAME_SIZE_ERROR GOAWAY
 // (RFC 9113 section 4.2).
 func TestH2FrameSizeLimit(t *testing.T) {
-	s := startTestServer(t, `
-  listeners:
-    - name: edge
-      address: 127.0.0.1:0
-      h2c: true
-  routes:
-    - name: all
-      upstream: b
-  upstreams:
-    - name: b
-      backends: [{address: "127.0.0.1:1"}]
-  access_log: {path: "off"}
-`)
-	c, err := net.Dial("tcp", s.Addrs()["edge"].String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	_, fr := startH2C(t)
 	f, err := fr.ReadFrame()
 	if err != nil {
 		t.Fatalf("read server settings: %v", err)
