@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tidegate/tidegate/shared/echo"
 )
 
 // The tests in this file check PROXY protocol headers against HAProxy,
@@ -96,9 +98,7 @@ backend l7v1
 	for _, tc := range []struct{ name, addr string }{{"v2 with crc32c", v2Addr}, {"v1", v1Addr}} {
 		t.Run(tc.name, func(t *testing.T) {
 			var resp *http.Response
-			var got struct {
-				Headers map[string][]string `json:"headers"`
-			}
+			var got echo.Request
 			// HAProxy may take a moment to bind after it starts.
 			eventually(t, 10*time.Second, "a response through HAProxy", func() bool {
 				r, err := c.Get("http://" + tc.addr + "/pp")
