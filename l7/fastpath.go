@@ -304,10 +304,12 @@ type fastExchange struct {
 	req    h1Request
 	resp   h1Response
 	out    []byte
-	// w collects the response of a passthrough.Responder.
-	w   fastWriter
-	rs  requestState
-	sum requestSummary
+	// w collects the response of a passthrough.Responder, and head is
+	// the passthrough.Head of a stored response while it is written.
+	w    fastWriter
+	head storedHead
+	rs   requestState
+	sum  requestSummary
 }
 
 // release returns x to its pool, without the buffers that a large

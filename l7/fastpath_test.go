@@ -879,9 +879,9 @@ func BenchmarkFastPathCacheHit(b *testing.B) {
 }
 
 // startCachedL7 starts a server from the l7 section in yaml, with a cache
-// on its first route, that records hits and misses in the access log, and
-// drains it when tb ends.
-func startCachedL7(tb testing.TB, yaml string) *Server {
+// on its first route inside the middlewares of outer, that records hits
+// and misses in the access log, and drains it when tb ends.
+func startCachedL7(tb testing.TB, yaml string, outer ...Option) *Server {
 	tb.Helper()
 	yaml = strings.Replace(yaml, "      upstream: web\n", "      upstream: web\n      cache: {enabled: true}\n", 1)
 	f, err := config.Parse([]byte("l7:\n" + yaml))
@@ -901,7 +901,7 @@ func startCachedL7(tb testing.TB, yaml string) *Server {
 	mw := WithMiddleware("cache", func(_ *config.L7, rt *config.Route, next http.Handler) (http.Handler, error) {
 		return c.Middleware(cache.PolicyFrom(rt.Name, rt.Cache), next), nil
 	})
-	s, err := New(f, slog.New(slog.DiscardHandler), nil, mw)
+	s, err := New(f, slog.New(slog.DiscardHandler), nil, append(outer, mw)...)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -4,9 +4,9 @@ import (
 	"bufio"
 	"context"
 	"net/http"
+	"net/textproto"
 	"net/url"
 	"strconv"
-	"strings"
 
 	"github.com/tidegate/tidegate/l7/conninfo"
 	"github.com/tidegate/tidegate/l7/passthrough"
@@ -24,6 +24,46 @@ type fastWriter struct {
 	header http.Header
 	status int
 	body   []byte
+	// stored is the response given to WriteStored, when hasStored; then
+	// status is its status and body is unused.
+	stored    passthrough.Stored
+	hasStored bool
+}
+
+// WriteStored implements [passthrough.StoredWriter]. A status without a
+// body, which the interface rules out, is taken apart into the header map
+// like any other response.
+func (w *fastWriter) WriteStored(s passthrough.Stored) {
+	if w.status != 0 {
+		return
+	}
+	if !statusHasBody(s.Status) {
+		w.stored = s
+		w.unstore()
+		return
+	}
+	w.status = s.Status
+	w.stored = s
+	w.hasStored = true
+}
+
+// unstore moves the stored response into the header map and body, as if
+// the responder had written it through Header, WriteHeader and Write.
+func (w *fastWriter) unstore() {
+	s := w.stored
+	w.stored, w.hasStored = passthrough.Stored{}, false
+	for _, f := range s.Fields {
+		w.header[f.Name] = f.Values[:len(f.Values):len(f.Values)]
+	}
+	for _, f := range s.Extra {
+		w.header[f.Name] = append(w.header[f.Name], f.Values...)
+	}
+	w.status = s.Status
+	w.body = append(w.body[:0], s.Body...)
+}
+
+func statusHasBody(status int) bool {
+	return status >= 200 && status != http.StatusNoContent && status != http.StatusNotModified
 }
 
 func (w *fastWriter) Header() http.Header { return w.header }
@@ -72,6 +112,7 @@ func (x *fastExchange) respond(c *fastConn, responder passthrough.Responder, hos
 	clear(x.w.header)
 	x.w.status = 0
 	x.w.body = x.w.body[:0]
+	x.w.stored, x.w.hasStored = passthrough.Stored{}, false
 	// The listener sets the request ID first on the net/http path too.
 	x.w.header["X-Request-Id"] = []string{x.rs.id}
 	return responder.RespondFast(&x.w, r)
@@ -142,6 +183,13 @@ func fieldName(b []byte) string {
 // 1xx, 204 and 304. It reports whether the client connection is usable.
 func (x *fastExchange) writeResponded(bw *bufio.Writer, draining bool) bool {
 	w := &x.w
+	if w.hasStored {
+		closeConn := x.req.close || draining
+		if !closeConn || !hasField(w.stored.Fields, "Connection") {
+			return x.writeStored(bw, closeConn)
+		}
+		w.unstore()
+	}
 	status := w.status
 	if status == 0 {
 		status = http.StatusOK
@@ -177,19 +225,7 @@ func (x *fastExchange) writeResponded(bw *bufio.Writer, draining bool) bool {
 	b = append(b, "\r\n"...)
 	for name, values := range w.header {
 		for _, v := range values {
-			// A line break in a value would end the field early.
-			if strings.ContainsAny(v, "\r\n") {
-				v = strings.Map(func(r rune) rune {
-					if r == '\r' || r == '\n' {
-						return ' '
-					}
-					return r
-				}, v)
-			}
-			b = append(b, name...)
-			b = append(b, ": "...)
-			b = append(b, v...)
-			b = append(b, "\r\n"...)
+			b = appendField(b, name, v)
 		}
 	}
 	b = append(b, "\r\n"...)
@@ -204,4 +240,137 @@ func (x *fastExchange) writeResponded(bw *bufio.Writer, draining bool) bool {
 		return false
 	}
 	return !closeConn
+}
+
+// writeStored writes the response a responder gave to WriteStored: its
+// stored head as it is, then the fields of the header map whose names the
+// stored head lacks, then the extra fields and those writeResponded adds.
+func (x *fastExchange) writeStored(bw *bufio.Writer, closeConn bool) bool {
+	w := &x.w
+	s := &w.stored
+	head := &x.head
+	*head = storedHead{s: s, header: w.header}
+	defer func() { *head = storedHead{} }()
+	for _, edit := range x.edits {
+		edit(s.Status, head)
+	}
+	if head.Get("Content-Type") == "" && len(s.Body) > 0 {
+		head.Add("Content-Type", http.DetectContentType(s.Body))
+	}
+	if head.Get("Content-Length") == "" && x.req.method != "HEAD" {
+		head.Add("Content-Length", strconv.Itoa(len(s.Body)))
+	}
+	if head.Get("Date") == "" {
+		head.Add("Date", string(appendDate(nil)))
+	}
+
+	b := x.out[:0]
+	b = append(b, "HTTP/1.1 "...)
+	b = strconv.AppendInt(b, int64(s.Status), 10)
+	b = append(b, ' ')
+	b = append(b, http.StatusText(s.Status)...)
+	b = append(b, "\r\n"...)
+	b = append(b, s.Wire...)
+	for name, values := range w.header {
+		if hasField(s.Fields, name) || closeConn && name == "Connection" {
+			continue
+		}
+		for _, v := range values {
+			b = appendField(b, name, v)
+		}
+	}
+	for _, f := range s.Extra {
+		if closeConn && f.Name == "Connection" {
+			continue
+		}
+		for _, v := range f.Values {
+			b = appendField(b, f.Name, v)
+		}
+	}
+	if closeConn {
+		b = append(b, "Connection: close\r\n"...)
+	}
+	b = append(b, "\r\n"...)
+	if x.req.method != "HEAD" {
+		b = append(b, s.Body...)
+		x.sum.bytesOut = int64(len(s.Body))
+	}
+	x.out = b
+	x.sum.status = s.Status
+	w.stored = passthrough.Stored{}
+	if _, err := bw.Write(b); err != nil {
+		x.sum.clientGone = true
+		return false
+	}
+	return !closeConn
+}
+
+// appendField appends the field line "name: v". A CR or LF in v becomes
+// a space, as net/http writes it, since a line break would end the field
+// early.
+func appendField(b []byte, name, v string) []byte {
+	b = append(b, name...)
+	b = append(b, ": "...)
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		if c == '\r' || c == '\n' {
+			c = ' '
+		}
+		b = append(b, c)
+	}
+	return append(b, "\r\n"...)
+}
+
+func hasField(fields []passthrough.Field, name string) bool {
+	for _, f := range fields {
+		if f.Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// storedHead is the [passthrough.Head] of a stored response: its fields,
+// then the header map's fields that the stored ones do not name, then the
+// extra fields, in the order writeStored writes them. Add appends to the
+// extra fields.
+type storedHead struct {
+	s      *passthrough.Stored
+	header http.Header
+}
+
+func (h *storedHead) Get(name string) string {
+	if v := h.Values(name); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
+func (h *storedHead) Values(name string) []string {
+	name = textproto.CanonicalMIMEHeaderKey(name)
+	var out []string
+	found := false
+	for _, f := range h.s.Fields {
+		if f.Name == name {
+			out, found = f.Values, true
+		}
+	}
+	if !found {
+		out = h.header[name]
+	}
+	for _, f := range h.s.Extra {
+		if f.Name != name {
+			continue
+		}
+		if len(out) == 0 {
+			out = f.Values
+			continue
+		}
+		out = append(out[:len(out):len(out)], f.Values...)
+	}
+	return out
+}
+
+func (h *storedHead) Add(name, value string) {
+	h.s.Extra = append(h.s.Extra, passthrough.Field{Name: textproto.CanonicalMIMEHeaderKey(name), Values: []string{value}})
 }

@@ -43,7 +43,7 @@ func notModified(req http.Header, h http.Header, dateFallback bool) bool {
 // hasClientConditional reports whether req carries a validator that the
 // cache evaluates itself.
 func hasClientConditional(req http.Header) bool {
-	return req.Get("If-None-Match") != "" || req.Get("If-Modified-Since") != ""
+	return first(req, "If-None-Match") != "" || first(req, "If-Modified-Since") != ""
 }
 
 // etagListMatches reports whether the If-None-Match list contains an

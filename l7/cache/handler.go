@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tidegate/tidegate/l7/passthrough"
 )
 
 // handler is the middleware of one route.
@@ -39,6 +41,15 @@ func (h *handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// first is h.Get(name) for a name already in canonical form, which a hit
+// on the fast path saves canonicalising again.
+func first(h http.Header, name string) string {
+	if v := h[name]; len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+
 // methodOverrides are fields some frameworks read to run a GET as another
 // method; such a request could store a POST result under a GET key.
 var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
@@ -48,7 +59,7 @@ var methodOverrides = []string{"X-Http-Method-Override", "X-Http-Method", "X-Met
 // body or a method override can make the upstream return a response that
 // the key does not describe.
 func bypass(r *http.Request) bool {
-	if r.Header.Get("Upgrade") != "" {
+	if first(r.Header, "Upgrade") != "" {
 		return true
 	}
 	if r.Method != http.MethodGet && r.Method != http.MethodHead {
@@ -58,7 +69,7 @@ func bypass(r *http.Request) bool {
 		return true
 	}
 	for _, f := range methodOverrides {
-		if r.Header.Get(f) != "" {
+		if first(r.Header, f) != "" {
 			return true
 		}
 	}
@@ -396,6 +407,7 @@ func (e *entry) freshen(h304 http.Header, requestTime, responseTime time.Time, h
 		varyValues: e.varyValues,
 	}
 	n.lifetime, _ = freshnessLifetime(n.status, header, n.cc, n.timing, heuristic)
+	n.setWire()
 	n.size = entrySize(n)
 	return n
 }
@@ -413,15 +425,20 @@ func setMissingDate(stored, received http.Header, responseTime time.Time) {
 // member. It sends 304 when the client's validator matches (RFC 9111
 // section 4.3.2) and 206 for a Range request.
 func (h *handler) serveStored(w http.ResponseWriter, r *http.Request, e *entry, now time.Time, cs cacheStatus) {
+	age := e.timing.currentAge(now)
+	cs.hasTTL, cs.ttl = true, secondsOf(e.lifetime-age)
+	if sw, ok := w.(passthrough.StoredWriter); ok && bodyAllowed(e.status) &&
+		!hasClientConditional(r.Header) && len(r.Header["Range"]) == 0 {
+		serveWire(sw, r, e, strconv.FormatInt(secondsOf(age), 10), cs.format(h.c.name))
+		return
+	}
 	out := w.Header()
 	for name, values := range e.header {
 		// The response shares the stored values. No handler changes a
 		// value in place, and the capacity limit makes an append copy.
 		out[name] = values[:len(values):len(values)]
 	}
-	age := e.timing.currentAge(now)
 	out.Set("Age", strconv.FormatInt(secondsOf(age), 10))
-	cs.hasTTL, cs.ttl = true, secondsOf(e.lifetime-age)
 	out.Add("Cache-Status", cs.format(h.c.name))
 
 	if e.status == http.StatusOK && hasClientConditional(r.Header) && notModified(r.Header, e.header, true) {
@@ -593,7 +610,7 @@ func (h *handler) logDebug(r *http.Request, msg string, attrs ...slog.Attr) {
 // every request that needs the upstream, a background refresh or a byte
 // range.
 func (h *handler) RespondFast(w http.ResponseWriter, r *http.Request) bool {
-	if bypass(r) || r.Method != http.MethodGet && r.Method != http.MethodHead || r.Header.Get("Range") != "" {
+	if bypass(r) || r.Method != http.MethodGet && r.Method != http.MethodHead || first(r.Header, "Range") != "" {
 		return false
 	}
 	reqCC := parseRequestCacheControl(r.Header)

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tidegate/tidegate/l7/passthrough"
 )
 
 // entryOverhead approximates the bytes an entry costs beyond its key,
@@ -33,6 +35,12 @@ type entry struct {
 
 	varyNames  []string
 	varyValues []string
+
+	// fields and wire are header in the form the fast path writes, and
+	// contentLength the Content-Length a hit sends, nil for none.
+	fields        []passthrough.Field
+	wire          []byte
+	contentLength []string
 
 	size int64
 	elem *list.Element
@@ -65,12 +73,13 @@ func newEntry(k requestKey, req *http.Request, status int, header http.Header, b
 	for i, n := range e.varyNames {
 		e.varyValues[i] = varyValue(req.Header, n)
 	}
+	e.setWire()
 	e.size = entrySize(e)
 	return e
 }
 
 func entrySize(e *entry) int64 {
-	n := int64(len(e.body) + len(e.primary) + len(e.extra) + entryOverhead)
+	n := int64(len(e.body) + len(e.wire) + len(e.primary) + len(e.extra) + entryOverhead)
 	for k, vs := range e.header {
 		for _, v := range vs {
 			n += int64(len(k) + len(v) + 4)

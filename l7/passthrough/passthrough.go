@@ -45,3 +45,35 @@ type Handler interface {
 type Responder interface {
 	RespondFast(w http.ResponseWriter, r *http.Request) bool
 }
+
+// Field is a response field name, in canonical form, with its values.
+type Field struct {
+	Name   string
+	Values []string
+}
+
+// Stored is a whole response that a [Responder] holds in memory with its
+// head already in wire form, such as a cache entry.
+type Stored struct {
+	// Status is a status that allows a body: 200 to 599 except 204 and 304.
+	Status int
+	// Fields are the stored fields, one per name. They and their values
+	// are shared and must not be changed.
+	Fields []Field
+	// Wire is Fields written as "Name: value\r\n" lines. No value in it
+	// holds a CR or LF.
+	Wire []byte
+	// Extra are the fields of this response only, written after Wire. A
+	// name may be in both, as a field line may repeat.
+	Extra []Field
+	// Body is the body, left out for a HEAD request.
+	Body []byte
+}
+
+// StoredWriter is implemented by the fast path's ResponseWriter. A
+// [Responder] may call WriteStored instead of WriteHeader and Write, and
+// then writes nothing more. Fields set through Header before the call are
+// sent too, unless s.Fields has the same name.
+type StoredWriter interface {
+	WriteStored(s Stored)
+}
