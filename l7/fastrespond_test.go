@@ -19,11 +19,11 @@ import (
 )
 
 // TestFastPathStoredHitsMatchGeneralPath serves cache hits whose stored
-// heads the fast path writes as they are, and checks each against the
-// same hit served by net/http: multi-line fields, a Cache-Status from
-// upstream, a sniffed Content-Type, the Vary that compression adds to a
-// client that accepts no coding, HEAD, Connection: close, and conditional
-// requests, which take the header-map path.
+// heads the fast path writes as they are, and compares each with the same
+// hit served by net/http. The cases are multi-line fields, a Cache-Status
+// from upstream, a sniffed Content-Type, and the Vary that compression
+// adds for a client that accepts no coding. Each is requested with GET,
+// HEAD, Connection: close and conditionals, which take the header-map path.
 func TestFastPathStoredHitsMatchGeneralPath(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
@@ -112,10 +112,10 @@ func fastCount(t *testing.T, s *Server) float64 {
 	return testutil.ToFloat64(s.metrics.fastRequests.WithLabelValues("fast"))
 }
 
-// TestStoredWriterTakesApartBodilessStatus checks that a stored response
+// TestStoredWriterBodilessStatus checks that a stored response
 // with a status that has no body is written as a header-map response: no
 // Content-Length and no body.
-func TestStoredWriterTakesApartBodilessStatus(t *testing.T) {
+func TestStoredWriterBodilessStatus(t *testing.T) {
 	w := &fastWriter{header: http.Header{"X-Request-Id": {"id"}}}
 	w.WriteStored(passthrough.Stored{
 		Status: http.StatusNoContent,

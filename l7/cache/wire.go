@@ -54,7 +54,7 @@ func appendFieldValue(b []byte, v string) []byte {
 	return b
 }
 
-// wireExtra holds the fields serveWire adds to a stored head.
+// wireExtra is the set of fields serveWire adds to a stored head.
 type wireExtra struct {
 	fields [3]passthrough.Field
 	values [2]string
@@ -63,7 +63,7 @@ type wireExtra struct {
 // serveWire writes a fresh hit on e through sw: the stored head as it
 // is, with Age, Cache-Status and Content-Length for this response.
 func serveWire(sw passthrough.StoredWriter, r *http.Request, e *entry, age, cacheStatus string) {
-	// One allocation holds the per-response fields.
+	// The per-response fields share one allocation.
 	x := &wireExtra{values: [2]string{age, cacheStatus}}
 	x.fields[0] = passthrough.Field{Name: "Age", Values: x.values[0:1:1]}
 	x.fields[1] = passthrough.Field{Name: "Cache-Status", Values: x.values[1:2:2]}

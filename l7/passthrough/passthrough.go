@@ -52,7 +52,7 @@ type Field struct {
 	Values []string
 }
 
-// Stored is a whole response that a [Responder] holds in memory with its
+// Stored is a whole response that a [Responder] keeps in memory with its
 // head already in wire form, such as a cache entry.
 type Stored struct {
 	// Status is a status that allows a body: 200 to 599 except 204 and 304.
@@ -61,10 +61,10 @@ type Stored struct {
 	// are shared and must not be changed.
 	Fields []Field
 	// Wire is Fields written as "Name: value\r\n" lines. No value in it
-	// holds a CR or LF.
+	// contains a CR or LF.
 	Wire []byte
 	// Extra are the fields of this response only, written after Wire. A
-	// name may be in both, as a field line may repeat.
+	// name may be in both, because a field line may repeat.
 	Extra []Field
 	// Body is the body, left out for a HEAD request.
 	Body []byte
