@@ -132,6 +132,17 @@ type fastConn struct {
 	fastCount prometheus.Counter
 	// remote is the client address as text, made on first use.
 	remote string
+	// ctx carries info for the requests a responder serves, made on
+	// first use.
+	ctx context.Context
+}
+
+// baseContext returns the connection's base context for responders.
+func (c *fastConn) baseContext() context.Context {
+	if c.ctx == nil {
+		c.ctx = conninfo.NewContext(context.Background(), c.info)
+	}
+	return c.ctx
 }
 
 // remoteAddr returns the client address in the form of

@@ -8,9 +8,7 @@ import (
 	"net/url"
 	"strconv"
 
-	"github.com/tidegate/tidegate/l7/conninfo"
 	"github.com/tidegate/tidegate/l7/passthrough"
-	"github.com/tidegate/tidegate/l7/upstream"
 )
 
 // This file lets a middleware that implements [passthrough.Responder],
@@ -91,8 +89,9 @@ func (x *fastExchange) respond(c *fastConn, responder passthrough.Responder, hos
 	if q := len(req.path); q < len(req.target) {
 		u.RawQuery = string(req.target[q+1:])
 	}
-	ctx := context.WithValue(context.Background(), requestStateKey{}, &x.rs)
-	ctx = upstream.WithAttempt(conninfo.NewContext(ctx, c.info), &x.rs.attempt)
+	// A responder serves the request itself, so no upstream attempt is
+	// recorded.
+	ctx := context.WithValue(c.baseContext(), requestStateKey{}, &x.rs)
 	r := (&http.Request{
 		Method:     req.method,
 		URL:        u,
