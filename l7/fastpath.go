@@ -777,13 +777,17 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 	}
 	head, _ := bc.R.Peek(bc.R.Buffered())
 	_, _ = bc.R.Discard(upstream.HeadEnd(head))
-	// The body has no deadline, as with net/http's transport.
-	_ = bc.SetReadDeadline(time.Time{})
+	noBody := x.req.method == "HEAD" || resp.status == http.StatusNoContent || resp.status == http.StatusNotModified
+	bodyPending := !noBody && (resp.contentLength < 0 || int64(bc.R.Buffered()) < resp.contentLength)
+	if bodyPending {
+		// The body has no deadline, as with net/http's transport. A body
+		// that is all in the buffer needs no read, so its timer stays.
+		_ = bc.SetReadDeadline(time.Time{})
+	}
 
 	for _, edit := range x.edits {
 		edit(resp.status, resp)
 	}
-	noBody := x.req.method == "HEAD" || resp.status == http.StatusNoContent || resp.status == http.StatusNotModified
 	closeClient := x.req.close || c.l.fast.draining.Load()
 	x.out = appendResponseHead(x.out[:0], resp, x.rs.id, !noBody, closeClient)
 	x.sum.status = resp.status
@@ -794,7 +798,7 @@ func (c *fastConn) relay(x *fastExchange, pool *upstream.Pool, bc *upstream.Dire
 	// A body that is not all here yet may take long, and a client that
 	// leaves meanwhile must end the backend request.
 	var watch *bodyWatch
-	if !noBody && (resp.contentLength < 0 || int64(bc.R.Buffered()) < resp.contentLength) {
+	if bodyPending {
 		watch = c.watchBody(bc)
 	}
 	var err error

@@ -915,3 +915,40 @@ func startCachedL7(tb testing.TB, yaml string, outer ...Option) *Server {
 	})
 	return s
 }
+
+// TestFastPathReusesBackendAfterHeadDeadline leaves a pooled backend
+// connection idle past the head deadline of its last exchange, which stays
+// set, and checks that the next requests on both paths reuse it.
+func TestFastPathReusesBackendAfterHeadDeadline(t *testing.T) {
+	var conns atomic.Int32
+	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Path)
+	}))
+	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	backend.Start()
+	defer backend.Close()
+	_, addrs := startL7(t, fmt.Sprintf(twoListeners, strings.TrimPrefix(backend.URL, "http://")))
+
+	for i, listener := range []string{"fast", "fast", "general", "fast"} {
+		if i > 0 {
+			time.Sleep(watchDelay + 200*time.Millisecond)
+		}
+		path := fmt.Sprintf("/r%d", i)
+		resp, err := http.Get("http://" + addrs[listener] + path)
+		if err != nil {
+			t.Fatalf("request %d on %s: %v", i, listener, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(body) != path {
+			t.Errorf("request %d on %s: %d %q, want 200 %q", i, listener, resp.StatusCode, body, path)
+		}
+	}
+	if got := conns.Load(); got != 1 {
+		t.Errorf("backend accepted %d connections for four sequential requests, want 1", got)
+	}
+}

@@ -220,14 +220,14 @@ func (p *Pool) ReleaseDirect(c *DirectConn, reusable bool) {
 			// old reader, so a new reader loses nothing.
 			c.R = bufio.NewReaderSize(c.Conn, directReadBuffer)
 		}
-		// Deadlines set for the exchange must not fire on an idle
-		// connection.
-		if err := c.SetDeadline(time.Time{}); err == nil {
-			c.Reused = true
-			c.idleSince = p.now()
-			if p.direct.put(c, p.cfg.MaxIdlePerBackend) {
-				return
-			}
+		// The exchange's deadlines stay set: nothing reads an idle
+		// connection (peerSpoke polls without the runtime's poller),
+		// and every user sets its deadlines before its first read or
+		// write. Clearing them would cost two timer updates per request.
+		c.Reused = true
+		c.idleSince = p.now()
+		if p.direct.put(c, p.cfg.MaxIdlePerBackend) {
+			return
 		}
 	}
 	_ = c.Close()
