@@ -135,7 +135,16 @@ type fastConn struct {
 	// ctx carries info for the requests a responder serves, made on
 	// first use.
 	ctx context.Context
+	// idleBy is the read deadline readHead last set for an idle wait,
+	// zero once another read deadline replaced it.
+	idleBy time.Time
 }
+
+// idleSlack is how much earlier than its idle timeout a connection may be
+// closed. readHead keeps an idle deadline set less than this long ago,
+// which saves a timer update through the connection wrappers on most
+// keep-alive requests.
+func idleSlack(idle time.Duration) time.Duration { return min(idle/64, time.Second) }
 
 // baseContext returns the connection's base context for responders.
 func (c *fastConn) baseContext() context.Context {
@@ -250,9 +259,15 @@ func (c *fastConn) readHead(ls *listenerSettings) ([]byte, error) {
 		if idle == 0 {
 			idle = cfg.ReadTimeout.D()
 		}
-		if err := c.conn.SetReadDeadline(deadline(idle)); err != nil {
-			c.idle.Store(false)
-			return nil, err
+		// A shorter idle timeout from a reload moves the deadline
+		// earlier, which is never skipped.
+		by := deadline(idle)
+		if by.IsZero() || c.idleBy.IsZero() || by.Before(c.idleBy) || by.Sub(c.idleBy) >= idleSlack(idle) {
+			if err := c.conn.SetReadDeadline(by); err != nil {
+				c.idle.Store(false)
+				return nil, err
+			}
+			c.idleBy = by
 		}
 		// The drain check comes after the deadline is set. A drain
 		// that starts before the check finds idle set and moves the
@@ -281,6 +296,7 @@ func (c *fastConn) readHead(ls *listenerSettings) ([]byte, error) {
 	if timeout == 0 {
 		timeout = cfg.ReadTimeout.D()
 	}
+	c.idleBy = time.Time{}
 	if err := c.conn.SetReadDeadline(deadline(timeout)); err != nil {
 		return nil, err
 	}
@@ -658,6 +674,7 @@ func (c *fastConn) sendHead(x *fastExchange, pool *upstream.Pool, bc *upstream.D
 // NOTE: such bytes also end the watch, so a pipelining client that then
 // closes is not noticed until the backend responds or times out.
 func (c *fastConn) readHeadWatching(bc *upstream.DirectConn) ([]byte, error) {
+	c.idleBy = time.Time{}
 	_ = c.conn.SetReadDeadline(time.Time{})
 	var gone atomic.Bool
 	done := make(chan error, 1)
@@ -734,6 +751,7 @@ func (w *bodyWatch) stop() bool {
 	if started {
 		_ = w.c.conn.SetReadDeadline(time.Unix(1, 0))
 		<-w.done
+		w.c.idleBy = time.Time{}
 	}
 	return w.gone.Load()
 }

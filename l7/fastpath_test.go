@@ -952,3 +952,42 @@ func TestFastPathReusesBackendAfterHeadDeadline(t *testing.T) {
 		t.Errorf("backend accepted %d connections for four sequential requests, want 1", got)
 	}
 }
+
+// TestFastPathIdleTimeoutFollowsRequests sends requests on one connection
+// more often than the idle timeout for several timeouts, so that readHead
+// must move its idle deadline, then stays quiet until the proxy closes the
+// connection.
+func TestFastPathIdleTimeoutFollowsRequests(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "ok")
+	}))
+	defer backend.Close()
+	yaml := strings.Replace(oneListener, "idle_timeout: 30s", "idle_timeout: 400ms", 1)
+	_, addrs := startL7(t, fmt.Sprintf(yaml, strings.TrimPrefix(backend.URL, "http://")))
+
+	c, err := net.Dial("tcp", addrs["fast"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	for i := range 12 {
+		// Bursts of requests, then a pause shorter than the timeout.
+		for range 20 {
+			if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n"); err != nil {
+				t.Fatalf("round %d: write: %v", i, err)
+			}
+			resp, err := http.ReadResponse(r, nil)
+			if err != nil {
+				t.Fatalf("round %d: connection closed while in use: %v", i, err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := r.ReadByte(); err != io.EOF {
+		t.Errorf("idle connection: read %v, %v, want EOF from the idle timeout", n, err)
+	}
+}
