@@ -42,6 +42,10 @@ type Conn struct {
 	// ownDeadline the one the limits impose; the earlier one is applied.
 	httpDeadline time.Time
 	ownDeadline  time.Time
+	// applied is the read deadline last set on the wrapped connection,
+	// when hasApplied.
+	applied    time.Time
+	hasApplied bool
 	// writes counts Write calls since the newest request head was released.
 	writes int
 	// awaitUpgrade is set from the release of an upgrade request's head
@@ -212,7 +216,7 @@ func (c *Conn) handlePending(b []byte) (int, error) {
 		// server ends the wait with a past deadline once the handler is done.
 		c.mu.Lock()
 		c.ownDeadline = time.Time{}
-		_ = c.Conn.SetReadDeadline(c.httpDeadline)
+		_ = c.applyLocked(c.httpDeadline)
 		c.mu.Unlock()
 		for {
 			// b is scratch space here, because this read returns no bytes.
@@ -249,6 +253,9 @@ func (c *Conn) rejectConn(rej Rejection, sendStatus bool) {
 	}
 	if cw, ok := c.Conn.(interface{ CloseWrite() error }); ok {
 		_ = cw.CloseWrite()
+		c.mu.Lock()
+		c.hasApplied = false
+		c.mu.Unlock()
 		_ = c.Conn.SetReadDeadline(time.Now().Add(lingerTimeout))
 		_, _ = io.CopyN(io.Discard, c.Conn, lingerBytes)
 	}
@@ -274,8 +281,23 @@ func (c *Conn) applyDeadline() {
 	}
 	c.mu.Lock()
 	c.ownDeadline = own
-	_ = c.Conn.SetReadDeadline(earlier(c.httpDeadline, own))
+	_ = c.applyLocked(earlier(c.httpDeadline, own))
 	c.mu.Unlock()
+}
+
+// applyLocked sets the read deadline t on the wrapped connection unless it
+// is the one set last, since every Read applies a deadline and most are
+// unchanged. c.mu must be held.
+func (c *Conn) applyLocked(t time.Time) error {
+	if c.hasApplied && t.Equal(c.applied) {
+		return nil
+	}
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		c.hasApplied = false
+		return err
+	}
+	c.applied, c.hasApplied = t, true
+	return nil
 }
 
 // ownDeadlinePassed reports whether the limits' deadline, not the server's,
@@ -305,7 +327,7 @@ func (c *Conn) SetReadDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.httpDeadline = t
-	return c.Conn.SetReadDeadline(earlier(t, c.ownDeadline))
+	return c.applyLocked(earlier(t, c.ownDeadline))
 }
 
 // SetDeadline implements net.Conn.

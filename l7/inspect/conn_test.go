@@ -611,3 +611,72 @@ func TestWrapConnSmallReadBuffers(t *testing.T) {
 		})
 	}
 }
+
+// deadlineCounter counts the read deadlines set on a connection.
+type deadlineCounter struct {
+	net.Conn
+	sets int
+}
+
+func (c *deadlineCounter) SetReadDeadline(t time.Time) error {
+	c.sets++
+	return c.Conn.SetReadDeadline(t)
+}
+
+// TestWrapConnSkipsUnchangedDeadline checks that a read deadline equal to
+// the one set last is not set again, and that every change still reaches
+// the wrapped connection and ends a read.
+func TestWrapConnSkipsUnchangedDeadline(t *testing.T) {
+	client, server := net.Pipe()
+	defer client.Close()
+	counter := &deadlineCounter{Conn: server}
+	c := WrapConn(counter, Limits{}, nil)
+	defer c.Close()
+
+	soon := time.Now().Add(50 * time.Millisecond)
+	for range 3 {
+		if err := c.SetReadDeadline(soon); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if counter.sets != 1 {
+		t.Errorf("three equal deadlines made %d sets, want 1", counter.sets)
+	}
+	buf := make([]byte, 16)
+	if _, err := c.Read(buf); !isTimeout(err) {
+		t.Fatalf("read after the deadline passed: %v, want a timeout", err)
+	}
+
+	// Clearing the deadline lets the next request through.
+	if err := c.SetReadDeadline(time.Time{}); err != nil {
+		t.Fatal(err)
+	}
+	head := "GET / HTTP/1.1\r\nHost: a\r\n\r\n"
+	go io.WriteString(client, head)
+	for got := 0; got < len(head); {
+		n, err := c.Read(buf)
+		if err != nil {
+			t.Fatalf("read with no deadline: %v after %d bytes", err, got)
+		}
+		got += n
+	}
+
+	// A deadline in the past after the cleared one ends a blocked read.
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.Read(buf)
+		done <- err
+	}()
+	time.Sleep(20 * time.Millisecond)
+	if err := c.SetReadDeadline(time.Unix(1, 0)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !isTimeout(err) {
+			t.Errorf("blocked read ended with %v, want a timeout", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a deadline in the past did not end the blocked read")
+	}
+}
