@@ -600,7 +600,7 @@ func TestL4ReadyzDrainStopsNewConnections(t *testing.T) {
 	checks := []*readyzServer{startReadyz(t), startReadyz(t)}
 	vip := freeAddr(t)
 	cfg := fmt.Sprintf("admin:\n  address: {{ADMIN}}\nl4:\n  vips:\n    - name: web\n      address: %s\n"+
-		"      health_check: {type: http, path: /readyz, proxy_protocol: true, interval: 100ms, timeout: 80ms, rise: 2, fall: 2}\n"+
+		"      health_check: {type: http, path: /readyz, proxy_protocol: true, interval: 250ms, timeout: 250ms, rise: 2, fall: 2}\n"+
 		"      reals:\n        - {address: %q, health_address: %q}\n        - {address: %q, health_address: %q}\n",
 		vip, nodes[0].addr, checks[0].addr, nodes[1].addr, checks[1].addr)
 	l4 := startL4(t, cfg)

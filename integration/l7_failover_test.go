@@ -38,8 +38,8 @@ upstreams:
     health_check:
       type: http
       path: /health
-      interval: 200ms
-      timeout: 150ms
+      interval: 500ms
+      timeout: 400ms
       rise: 2
       fall: 2
     outlier:
