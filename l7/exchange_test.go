@@ -7,9 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,17 +102,9 @@ func h2Exchange(t *testing.T, addr string, fields [][2]string) (string, string) 
 // connections, and checks the response, the connection reuse and the
 // handling of a target that an HTTP/1.1 request line cannot carry.
 func TestHTTP2RequestsOnDirectConnections(t *testing.T) {
-	var conns atomic.Int32
-	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend, conns := countingBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(w, "%s %s %s", r.Method, r.RequestURI, r.Header.Get("X-Forwarded-Proto"))
-	}))
-	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	backend.Start()
-	defer backend.Close()
+	})
 	_, addrs := startL7(t, fmt.Sprintf(h2cListener, strings.TrimPrefix(backend.URL, "http://")))
 
 	request := func(method, path string) [][2]string {

@@ -920,17 +920,9 @@ func startCachedL7(tb testing.TB, yaml string, outer ...Option) *Server {
 // connection idle past the head deadline of its last exchange, which stays
 // set, and checks that the next requests on both paths reuse it.
 func TestFastPathReusesBackendAfterHeadDeadline(t *testing.T) {
-	var conns atomic.Int32
-	backend := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	backend, conns := countingBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.URL.Path)
-	}))
-	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	backend.Start()
-	defer backend.Close()
+	})
 	_, addrs := startL7(t, fmt.Sprintf(twoListeners, strings.TrimPrefix(backend.URL, "http://")))
 
 	for i, listener := range []string{"fast", "fast", "general", "fast"} {
@@ -990,4 +982,20 @@ func TestFastPathIdleTimeoutFollowsRequests(t *testing.T) {
 	if n, err := r.ReadByte(); err != io.EOF {
 		t.Errorf("idle connection: read %v, %v, want EOF from the idle timeout", n, err)
 	}
+}
+
+// countingBackend starts a backend serving h that counts the connections
+// it accepts, and closes it when t ends.
+func countingBackend(t *testing.T, h http.HandlerFunc) (*httptest.Server, *atomic.Int32) {
+	t.Helper()
+	conns := new(atomic.Int32)
+	backend := httptest.NewUnstartedServer(h)
+	backend.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	backend.Start()
+	t.Cleanup(backend.Close)
+	return backend, conns
 }
