@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/andybalholm/brotli"
 	"github.com/klauspost/compress/gzip"
@@ -38,7 +39,17 @@ type Compressor struct {
 	pools   map[string]*sync.Pool
 	opts    Options
 	metrics *metrics
+
+	// known caches compressibleType by Content-Type value, because a
+	// route's responses repeat a few values and parsing one was most of
+	// the per-response decision. Writers copy the map under knownMu.
+	known   atomic.Pointer[map[string]bool]
+	knownMu sync.Mutex
 }
+
+// maxKnownTypes bounds the cache of Content-Type values, which backends
+// choose: values with varying parameters would otherwise grow it.
+const maxKnownTypes = 64
 
 // encoder is the interface of the pooled gzip, brotli and zstd writers.
 type encoder interface {
@@ -324,10 +335,35 @@ func (c *Compressor) compressible(status int, h passthrough.Head) bool {
 	if ct == "" {
 		return false
 	}
-	if mt, _, _ := mime.ParseMediaType(ct); mt == "text/event-stream" {
-		return false
+	return c.compressibleType(ct)
+}
+
+// compressibleType reports whether a response with Content-Type ct may be
+// compressed: its media type is allowed and is not an event stream, which
+// must reach the client event by event.
+func (c *Compressor) compressibleType(ct string) bool {
+	known := c.known.Load()
+	if known != nil {
+		if ok, found := (*known)[ct]; found {
+			return ok
+		}
 	}
-	return c.typeAllowed(ct)
+	mt, _, err := mime.ParseMediaType(ct)
+	ok := err == nil && mt != "text/event-stream" && c.typeAllowed(ct)
+
+	c.knownMu.Lock()
+	defer c.knownMu.Unlock()
+	next := map[string]bool{ct: ok}
+	if known = c.known.Load(); known != nil {
+		if len(*known) >= maxKnownTypes {
+			return ok
+		}
+		for k, v := range *known {
+			next[k] = v
+		}
+	}
+	c.known.Store(&next)
+	return ok
 }
 
 func (w *responseWriter) startIdentity() {

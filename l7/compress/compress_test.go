@@ -414,6 +414,32 @@ func TestTypeAllowed(t *testing.T) {
 	}
 }
 
+// TestCompressibleTypeCache asks twice for more Content-Type values than
+// the cache keeps, and checks that every answer is right and that the
+// cache stops growing.
+func TestCompressibleTypeCache(t *testing.T) {
+	c, err := New(defaultPolicy(), Options{})
+	if err != nil {
+		t.Fatalf("New() error = %v", err)
+	}
+	for round := range 2 {
+		for i := range 2 * maxKnownTypes {
+			ct := fmt.Sprintf("text/html; v=%d", i)
+			if !c.compressibleType(ct) {
+				t.Fatalf("round %d: compressibleType(%q) = false, want true", round, ct)
+			}
+		}
+		for ct, want := range map[string]bool{"text/event-stream": false, "image/png": false, "not a type": false, "application/json": true} {
+			if got := c.compressibleType(ct); got != want {
+				t.Errorf("round %d: compressibleType(%q) = %v, want %v", round, ct, got, want)
+			}
+		}
+	}
+	if n := len(*c.known.Load()); n != maxKnownTypes {
+		t.Errorf("cache holds %d values, want %d", n, maxKnownTypes)
+	}
+}
+
 // BenchmarkMiddleware compresses a 64KiB JSON body per encoding through the
 // middleware, so allocations show whether pooled encoders are reused.
 func BenchmarkMiddleware(b *testing.B) {
