@@ -25,6 +25,9 @@ type metrics struct {
 	fastRequests     *prometheus.CounterVec
 	fastHandOffs     *prometheus.CounterVec
 	backends         *backendMetrics
+	// series caches the children of requests and duration by route,
+	// upstream, method and status class.
+	series seriesCache
 }
 
 func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
@@ -87,12 +90,19 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		m.proxyHeaderError, m.tlsHandshakes, m.tlsErrors, m.certReloads, m.accessLogErrors,
 		m.fastRequests, m.fastHandOffs, &poolCollector{s: s})
 	m.backends = newBackendMetrics(reg)
+	m.series.series = func(k seriesKey) requestSeries {
+		return requestSeries{
+			count:    m.requests.WithLabelValues(k.a, k.c, k.d),
+			duration: m.duration.WithLabelValues(k.a, k.b),
+		}
+	}
 	return m
 }
 
 func (m *metrics) observeRequest(route, upstream, method string, status int, elapsed time.Duration) {
-	m.requests.WithLabelValues(route, methodLabel(method), statusClass(status)).Inc()
-	m.duration.WithLabelValues(route, upstream).Observe(elapsed.Seconds())
+	s := m.series.get(seriesKey{route, upstream, methodLabel(method), statusClass(status)})
+	s.count.Inc()
+	s.duration.Observe(elapsed.Seconds())
 }
 
 // methodLabel keeps the label set bounded: standard methods by name,

@@ -13,6 +13,7 @@ import (
 type backendMetrics struct {
 	responses *prometheus.CounterVec   // upstream, backend, status_class
 	duration  *prometheus.HistogramVec // upstream, backend
+	series    seriesCache              // by upstream, backend and status class
 }
 
 func newBackendMetrics(reg prometheus.Registerer) *backendMetrics {
@@ -28,12 +29,19 @@ func newBackendMetrics(reg prometheus.Registerer) *backendMetrics {
 		}, []string{"upstream", "backend"}),
 	}
 	reg.MustRegister(m.responses, m.duration)
+	m.series.series = func(k seriesKey) requestSeries {
+		return requestSeries{
+			count:    m.responses.WithLabelValues(k.a, k.b, k.c),
+			duration: m.duration.WithLabelValues(k.a, k.b),
+		}
+	}
 	return m
 }
 
 func (m *backendMetrics) observe(upstream, backend string, status int, elapsed time.Duration) {
-	m.responses.WithLabelValues(upstream, backend, statusClass(status)).Inc()
-	m.duration.WithLabelValues(upstream, backend).Observe(elapsed.Seconds())
+	s := m.series.get(seriesKey{upstream, backend, statusClass(status), ""})
+	s.count.Inc()
+	s.duration.Observe(elapsed.Seconds())
 }
 
 // forget deletes the series of backends that are in prev but not in next,
@@ -44,6 +52,7 @@ func (m *backendMetrics) forget(prev, next *state) {
 	if prev == nil {
 		return
 	}
+	deleted := false
 	for name, oldPool := range prev.pools {
 		newPool := next.pools[name]
 		for _, b := range oldPool.Backends() {
@@ -53,7 +62,11 @@ func (m *backendMetrics) forget(prev, next *state) {
 			labels := prometheus.Labels{"upstream": name, "backend": b.Addr}
 			m.responses.DeletePartialMatch(labels)
 			m.duration.DeletePartialMatch(labels)
+			deleted = true
 		}
+	}
+	if deleted {
+		m.series.reset()
 	}
 }
 
