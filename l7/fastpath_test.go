@@ -883,6 +883,14 @@ func BenchmarkFastPathCacheHit(b *testing.B) {
 // and misses in the access log, and drains it when tb ends.
 func startCachedL7(tb testing.TB, yaml string, outer ...Option) *Server {
 	tb.Helper()
+	s, _ := startCachedL7WithCache(tb, yaml, outer...)
+	return s
+}
+
+// startCachedL7WithCache is startCachedL7 that also returns the cache,
+// for tests that purge it.
+func startCachedL7WithCache(tb testing.TB, yaml string, outer ...Option) (*Server, *cache.Cache) {
+	tb.Helper()
 	yaml = strings.Replace(yaml, "      upstream: web\n", "      upstream: web\n      cache: {enabled: true}\n", 1)
 	f, err := config.Parse([]byte("l7:\n" + yaml))
 	if err != nil {
@@ -913,7 +921,7 @@ func startCachedL7(tb testing.TB, yaml string, outer ...Option) *Server {
 		defer cancel()
 		_ = s.Drain(ctx)
 	})
-	return s
+	return s, c
 }
 
 // TestFastPathReusesBackendAfterHeadDeadline leaves a pooled backend

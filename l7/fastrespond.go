@@ -3,6 +3,7 @@ package l7
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -216,12 +217,7 @@ func (x *fastExchange) writeResponded(bw *bufio.Writer, draining bool) bool {
 		w.header.Set("Connection", "close")
 	}
 
-	b := x.out[:0]
-	b = append(b, "HTTP/1.1 "...)
-	b = strconv.AppendInt(b, int64(status), 10)
-	b = append(b, ' ')
-	b = append(b, http.StatusText(status)...)
-	b = append(b, "\r\n"...)
+	b := appendStatusLine(x.out[:0], status)
 	for name, values := range w.header {
 		for _, v := range values {
 			b = appendField(b, name, v)
@@ -253,7 +249,9 @@ func (x *fastExchange) writeStored(bw *bufio.Writer, closeConn bool) bool {
 	for _, edit := range x.edits {
 		edit(s.Status, head)
 	}
-	if head.Get("Content-Type") == "" && len(s.Body) > 0 {
+	// Only a missing Content-Type is sniffed: net/http keeps an empty one
+	// as the backend sent it.
+	if !head.has("Content-Type") && len(s.Body) > 0 {
 		head.Add("Content-Type", http.DetectContentType(s.Body))
 	}
 	if head.Get("Content-Length") == "" && x.req.method != "HEAD" {
@@ -263,12 +261,7 @@ func (x *fastExchange) writeStored(bw *bufio.Writer, closeConn bool) bool {
 		head.Add("Date", string(appendDate(nil)))
 	}
 
-	b := x.out[:0]
-	b = append(b, "HTTP/1.1 "...)
-	b = strconv.AppendInt(b, int64(s.Status), 10)
-	b = append(b, ' ')
-	b = append(b, http.StatusText(s.Status)...)
-	b = append(b, "\r\n"...)
+	b := appendStatusLine(x.out[:0], s.Status)
 	b = append(b, s.Wire...)
 	for name, values := range w.header {
 		if hasField(s.Fields, name) || closeConn && name == "Connection" {
@@ -302,6 +295,22 @@ func (x *fastExchange) writeStored(bw *bufio.Writer, closeConn bool) bool {
 		return false
 	}
 	return !closeConn
+}
+
+// appendStatusLine appends the status line of an HTTP/1.1 response as
+// net/http writes it, which gives a code without a standard reason phrase
+// the phrase "status code N".
+func appendStatusLine(b []byte, status int) []byte {
+	b = append(b, "HTTP/1.1 "...)
+	text := http.StatusText(status)
+	if text == "" {
+		b = fmt.Appendf(b, "%03d status code %d\r\n", status, status)
+		return b
+	}
+	b = strconv.AppendInt(b, int64(status), 10)
+	b = append(b, ' ')
+	b = append(b, text...)
+	return append(b, "\r\n"...)
 }
 
 // appendField appends the field line "name: v". A CR or LF in v becomes
@@ -368,6 +377,16 @@ func (h *storedHead) Values(name string) []string {
 		out = append(out[:len(out):len(out)], f.Values...)
 	}
 	return out
+}
+
+// has reports whether the head has a field named name (canonical), even
+// one with an empty value.
+func (h *storedHead) has(name string) bool {
+	if hasField(h.s.Fields, name) || hasField(h.s.Extra, name) {
+		return true
+	}
+	_, ok := h.header[name]
+	return ok
 }
 
 func (h *storedHead) Add(name, value string) {

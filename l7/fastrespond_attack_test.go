@@ -1,0 +1,237 @@
+package l7
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"regexp"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// These tests store responses from hostile or unusual backends in the
+// cache and compare the hits that the fast path writes from the stored
+// wire head with the same hits written by net/http.
+
+// cannedResponse is a raw backend response. closeAfter makes the backend
+// close the connection after writing it.
+type cannedResponse struct {
+	raw        string
+	closeAfter bool
+}
+
+// cannedBackend serves the response in responses that matches the request
+// path, without the body for HEAD, and counts the requests per path.
+func cannedBackend(t *testing.T, responses map[string]cannedResponse, counts map[string]*atomic.Int32) string {
+	t.Helper()
+	return rawBackend(t, func(c net.Conn, r *bufio.Reader) {
+		for {
+			line := readRequestHead(r)
+			if line == "" {
+				return
+			}
+			method, path, _ := strings.Cut(line, " ")
+			path, _, _ = strings.Cut(path, " ")
+			if n := counts[path]; n != nil {
+				n.Add(1)
+			}
+			resp, ok := responses[path]
+			if !ok {
+				resp = cannedResponse{raw: "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"}
+			}
+			raw := resp.raw
+			if method == "HEAD" {
+				head, _, _ := strings.Cut(raw, "\r\n\r\n")
+				raw = head + "\r\n\r\n"
+			}
+			if _, err := c.Write([]byte(raw)); err != nil || resp.closeAfter {
+				return
+			}
+		}
+	})
+}
+
+// wireResponse is a response as it came off the wire.
+type wireResponse struct {
+	statusLine string
+	fields     []string // "Name: value", in wire order
+	body       string
+}
+
+func (r wireResponse) values(name string) []string {
+	var out []string
+	for _, f := range r.fields {
+		n, v, _ := strings.Cut(f, ":")
+		if strings.EqualFold(n, name) {
+			out = append(out, strings.TrimSpace(v))
+		}
+	}
+	return out
+}
+
+// parseWire splits raw, one response on a closed connection, into its
+// parts and checks its framing: every head line ends in CRLF, no field
+// has an empty name, Content-Length and Content-Type appear at most once
+// and Content-Length matches the body.
+func parseWire(t *testing.T, name, raw string, head bool) wireResponse {
+	t.Helper()
+	h, body, ok := strings.Cut(raw, "\r\n\r\n")
+	if !ok {
+		t.Fatalf("%s: no end of head in %q", name, raw)
+	}
+	lines := strings.Split(h, "\r\n")
+	for _, l := range lines {
+		if strings.ContainsAny(l, "\r\n") {
+			t.Errorf("%s: head line %q has a bare CR or LF", name, l)
+		}
+	}
+	r := wireResponse{statusLine: lines[0], fields: lines[1:], body: body}
+	for _, f := range r.fields {
+		n, _, ok := strings.Cut(f, ":")
+		if !ok || n == "" || strings.TrimSpace(n) != n {
+			t.Errorf("%s: invalid field line %q", name, f)
+		}
+	}
+	for _, single := range []string{"Content-Length", "Content-Type", "Date", "Age", "Connection"} {
+		if v := r.values(single); len(v) > 1 {
+			t.Errorf("%s: %s sent %d times: %q", name, single, len(v), v)
+		}
+	}
+	if cl := r.values("Content-Length"); len(cl) == 1 && !head && cl[0] != fmt.Sprint(len(body)) {
+		t.Errorf("%s: Content-Length %s with a body of %d bytes", name, cl[0], len(body))
+	}
+	return r
+}
+
+// ttlMember matches the ttl member of Cache-Status, which changes when a
+// second passes between the two hits that a test compares.
+var ttlMember = regexp.MustCompile(`ttl=-?[0-9]+`)
+
+// sharedFields returns the field lines of r that should be equal on both
+// paths, sorted: all but Date, X-Request-Id and Age, which belong to each
+// response, with the ttl of Cache-Status masked.
+func (r wireResponse) sharedFields() []string {
+	var out []string
+	for _, f := range r.fields {
+		n, _, _ := strings.Cut(f, ":")
+		switch strings.ToLower(n) {
+		case "date", "x-request-id", "age":
+			continue
+		}
+		out = append(out, ttlMember.ReplaceAllString(f, "ttl=N"))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// isHit reports whether the last Cache-Status member of r is a hit.
+func (r wireResponse) isHit() bool {
+	cs := r.values("Cache-Status")
+	return len(cs) > 0 && strings.HasPrefix(cs[len(cs)-1], "tidegate; hit")
+}
+
+const maxAgeHour = "Cache-Control: max-age=3600\r\n"
+const lastModified = "Last-Modified: Mon, 01 Jan 2024 00:00:00 GMT\r\n"
+
+func TestFastPathStoredHitsHostileBackends(t *testing.T) {
+	tests := []struct {
+		name    string
+		resp    cannedResponse
+		request string // extra request fields
+		hit     bool
+	}{
+		{name: "names differing in case", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "x-a: 1\r\nX-A: 2\r\nContent-Length: 2\r\n\r\nok"}, hit: true},
+		{name: "set-cookie", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Set-Cookie: s=1\r\nContent-Length: 2\r\n\r\nok"}},
+		{name: "backend age", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Age: 100\r\nContent-Length: 2\r\n\r\nok"}, hit: true},
+		{name: "invalid date", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Date: yesterday\r\nContent-Length: 2\r\n\r\nok"}, hit: true},
+		{name: "valid date", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Date: " + time.Now().UTC().Format(time.RFC1123[:len(time.RFC1123)-3]+"GMT") + "\r\nContent-Length: 2\r\n\r\nok"}, hit: true},
+		{name: "empty content-type", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Content-Type:\r\nContent-Length: 6\r\n\r\n<html>"}, hit: true},
+		{name: "vary star", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Vary: *\r\nContent-Length: 2\r\n\r\nok"}},
+		{name: "vary accept-encoding", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Vary: Accept-Encoding\r\nContent-Length: 2\r\n\r\nok"}, request: "Accept-Encoding: gzip\r\n", hit: true},
+		{name: "vary several names", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Vary: Accept-Encoding, X-B\r\nvary: x-c\r\nContent-Length: 2\r\n\r\nok"}, request: "X-B: 1\r\nX-C: 2\r\n", hit: true},
+		{name: "backend request id", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "X-Request-Id: from-backend\r\nContent-Length: 2\r\n\r\nok"}, hit: true},
+		{name: "connection option", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Connection: X-Hop, keep-alive\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"}, hit: true},
+		{name: "empty body", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Content-Length: 0\r\n\r\n"}, hit: true},
+		{name: "chunked", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"}, hit: true},
+		{name: "203 max-age", resp: cannedResponse{raw: "HTTP/1.1 203 Non-Authoritative Information\r\n" + maxAgeHour + "Content-Length: 2\r\n\r\nok"}, hit: true},
+		{name: "204 max-age", resp: cannedResponse{raw: "HTTP/1.1 204 No Content\r\n" + maxAgeHour + "\r\n"}, hit: true},
+		{name: "301 heuristic", resp: cannedResponse{raw: "HTTP/1.1 301 Moved Permanently\r\nLocation: /elsewhere\r\n" + lastModified + "Content-Length: 2\r\n\r\nok"}, hit: true},
+		{name: "404 max-age", resp: cannedResponse{raw: "HTTP/1.1 404 Not Found\r\n" + maxAgeHour + "Content-Length: 2\r\n\r\nok"}, hit: true},
+		{name: "410 heuristic", resp: cannedResponse{raw: "HTTP/1.1 410 Gone\r\n" + lastModified + "Content-Length: 2\r\n\r\nok"}, hit: true},
+		{name: "501 max-age", resp: cannedResponse{raw: "HTTP/1.1 501 Not Implemented\r\n" + maxAgeHour + "Content-Length: 2\r\n\r\nok"}, hit: true},
+		{name: "599 max-age", resp: cannedResponse{raw: "HTTP/1.1 599 Odd\r\n" + maxAgeHour + "Content-Length: 2\r\n\r\nok"}, hit: true},
+	}
+	responses := map[string]cannedResponse{}
+	for i, tc := range tests {
+		responses[fmt.Sprintf("/case%d", i)] = tc.resp
+	}
+	// A body that ends before its Content-Length is incomplete, and a
+	// cache must not answer a request with it (RFC 9111 section 3.3), so
+	// every request reaches the backend.
+	responses["/short"] = cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Content-Length: 10\r\n\r\nshort", closeAfter: true}
+	counts := map[string]*atomic.Int32{"/short": {}}
+	s := startCachedL7(t, fmt.Sprintf(twoListeners, cannedBackend(t, responses, counts)))
+	addrs := s.Addrs()
+
+	t.Run("body shorter than content-length", func(t *testing.T) {
+		for i, listener := range []string{"general", "fast", "fast"} {
+			raw := rawExchange(t, addrs[listener].String(), "GET /short HTTP/1.1\r\nHost: app.test\r\n\r\n", 2*time.Second)
+			if strings.Contains(raw, "hit") {
+				t.Errorf("request %d on %s: served a truncated body from the cache: %q", i, listener, raw)
+			}
+			if n := counts["/short"].Load(); n != int32(i+1) {
+				t.Errorf("after request %d, backend saw %d requests, want %d", i, n, i+1)
+			}
+		}
+	})
+
+	for i, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := fmt.Sprintf("/case%d", i)
+			exchange := func(listener, method string) wireResponse {
+				t.Helper()
+				req := method + " " + path + " HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n" + tc.request + "\r\n"
+				raw := rawExchange(t, addrs[listener].String(), req, 2*time.Second)
+				return parseWire(t, listener+" "+method, raw, method == "HEAD")
+			}
+			exchange("general", "GET") // stores the response when it can
+
+			for _, method := range []string{"GET", "HEAD"} {
+				before := fastCount(t, s)
+				fast := exchange("fast", method)
+				onFast := fastCount(t, s) == before+1
+				general := exchange("general", method)
+
+				if fast.isHit() != tc.hit || general.isHit() != tc.hit {
+					t.Errorf("%s: hit on fast path %v, on net/http %v, want %v", method, fast.isHit(), general.isHit(), tc.hit)
+				}
+				if tc.hit && !onFast {
+					t.Errorf("%s: hit not served on the fast path", method)
+				}
+				if fast.statusLine != general.statusLine {
+					t.Errorf("%s: status line %q on the fast path, %q on net/http", method, fast.statusLine, general.statusLine)
+				}
+				if fast.body != general.body {
+					t.Errorf("%s: body %q on the fast path, %q on net/http", method, fast.body, general.body)
+				}
+				if got, want := fast.sharedFields(), general.sharedFields(); tc.hit && !slices.Equal(got, want) {
+					t.Errorf("%s: fields differ:\nfast:     %q\nnet/http: %q", method, got, want)
+				}
+				for _, r := range []wireResponse{fast, general} {
+					if tc.hit && len(r.values("Set-Cookie")) > 0 {
+						t.Errorf("%s: hit carries Set-Cookie %q", method, r.values("Set-Cookie"))
+					}
+					if ids := r.values("X-Request-Id"); len(ids) != 1 || ids[0] == "from-backend" {
+						t.Errorf("%s: X-Request-Id %q, want one of the proxy's", method, ids)
+					}
+					if c := r.values("Connection"); !slices.Equal(c, []string{"close"}) {
+						t.Errorf("%s: Connection %q, want close", method, c)
+					}
+				}
+			}
+		})
+	}
+}
