@@ -3,10 +3,15 @@ package l7
 import (
 	"bufio"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/textproto"
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -234,4 +239,311 @@ func TestFastPathStoredHitsHostileBackends(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestFastPathHeadOnlyEntry stores a response to HEAD and checks that it
+// answers HEAD on both paths alike, that a GET never gets it, and that a
+// HEAD after the GET gets the full entry.
+func TestFastPathHeadOnlyEntry(t *testing.T) {
+	head := "HTTP/1.1 200 OK\r\n" + maxAgeHour + "ETag: \"h\"\r\nContent-Length: 10\r\n"
+	responses := map[string]cannedResponse{"/h": {raw: head + "\r\n0123456789"}}
+	counts := map[string]*atomic.Int32{"/h": {}}
+	s := startCachedL7(t, fmt.Sprintf(twoListeners, cannedBackend(t, responses, counts)))
+	addrs := s.Addrs()
+	exchange := func(listener, method string) wireResponse {
+		t.Helper()
+		raw := rawExchange(t, addrs[listener].String(), method+" /h HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n", 2*time.Second)
+		return parseWire(t, listener+" "+method, raw, method == "HEAD")
+	}
+
+	exchange("general", "HEAD")
+	fast, general := exchange("fast", "HEAD"), exchange("general", "HEAD")
+	if !fast.isHit() || !general.isHit() {
+		t.Fatalf("HEAD after HEAD: hit on fast path %v, on net/http %v", fast.isHit(), general.isHit())
+	}
+	if got, want := fast.sharedFields(), general.sharedFields(); !slices.Equal(got, want) {
+		t.Errorf("HEAD fields differ:\nfast:     %q\nnet/http: %q", got, want)
+	}
+	if cl := fast.values("Content-Length"); !slices.Equal(cl, []string{"10"}) {
+		t.Errorf("HEAD hit Content-Length %q, want the stored 10", cl)
+	}
+	if n := counts["/h"].Load(); n != 1 {
+		t.Errorf("backend saw %d requests after three HEADs, want 1", n)
+	}
+
+	get := exchange("fast", "GET")
+	if get.isHit() || get.body != "0123456789" {
+		t.Errorf("GET after a HEAD-only entry: hit %v, body %q; want a miss with the full body", get.isHit(), get.body)
+	}
+	if n := counts["/h"].Load(); n != 2 {
+		t.Errorf("backend saw %d requests after the GET, want 2", n)
+	}
+	afterGet := exchange("fast", "HEAD")
+	if !afterGet.isHit() || afterGet.body != "" || !slices.Equal(afterGet.values("Content-Length"), []string{"10"}) {
+		t.Errorf("HEAD after GET: hit %v, body %q, Content-Length %q", afterGet.isHit(), afterGet.body, afterGet.values("Content-Length"))
+	}
+}
+
+// TestFastPathHitAfterRevalidation freshens an entry with a 304 that
+// changes and adds fields, and checks that fast hits send the new fields
+// (RFC 9111 section 4.3.4). Requests that forbid a stored response
+// without validation never get a fast hit.
+func TestFastPathHitAfterRevalidation(t *testing.T) {
+	var conditional atomic.Int32
+	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
+		for {
+			tp := textproto.NewReader(r)
+			if _, err := tp.ReadLine(); err != nil {
+				return
+			}
+			h, err := tp.ReadMIMEHeader()
+			if err != nil {
+				return
+			}
+			resp := "HTTP/1.1 200 OK\r\n" + maxAgeHour + "ETag: \"v1\"\r\nX-Old: 1\r\nX-Gone: 1\r\nContent-Length: 2\r\n\r\nok"
+			if h.Get("If-None-Match") != "" {
+				conditional.Add(1)
+				resp = "HTTP/1.1 304 Not Modified\r\nETag: \"v1\"\r\nCache-Control: max-age=7200\r\nX-Old: 2\r\nX-New: 3\r\nSet-Cookie: s=1\r\n\r\n"
+			}
+			if _, err := io.WriteString(c, resp); err != nil {
+				return
+			}
+		}
+	})
+	s := startCachedL7(t, fmt.Sprintf(twoListeners, addr))
+	addrs := s.Addrs()
+	exchange := func(listener, extra string) wireResponse {
+		t.Helper()
+		raw := rawExchange(t, addrs[listener].String(), "GET /r HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n"+extra+"\r\n", 2*time.Second)
+		return parseWire(t, listener+" "+extra, raw, false)
+	}
+
+	exchange("general", "")
+	if before := exchange("fast", ""); !slices.Equal(before.values("X-Old"), []string{"1"}) {
+		t.Fatalf("hit before revalidation: X-Old %q, want 1", before.values("X-Old"))
+	}
+	for i, extra := range []string{"Cache-Control: no-cache\r\n", "Pragma: no-cache\r\n", "Cache-Control: max-age=0\r\n"} {
+		before := fastCount(t, s)
+		r := exchange("fast", extra)
+		if r.isHit() || fastCount(t, s) != before {
+			t.Errorf("%q: served from the cache without validation", extra)
+		}
+		if n := conditional.Load(); n != int32(i+1) {
+			t.Errorf("%q: backend saw %d conditional requests, want %d", extra, n, i+1)
+		}
+		if len(r.values("Set-Cookie")) != 1 {
+			t.Errorf("%q: the revalidating client got Set-Cookie %q, want the 304's", extra, r.values("Set-Cookie"))
+		}
+	}
+
+	before := fastCount(t, s)
+	fast, general := exchange("fast", ""), exchange("general", "")
+	if !fast.isHit() || fastCount(t, s) != before+1 {
+		t.Fatalf("hit after revalidation not served on the fast path: %q", fast.fields)
+	}
+	for name, want := range map[string][]string{"X-Old": {"2"}, "X-New": {"3"}, "X-Gone": {"1"}, "Cache-Control": {"max-age=7200"}, "Set-Cookie": nil} {
+		if got := fast.values(name); !slices.Equal(got, want) {
+			t.Errorf("fast hit after revalidation: %s %q, want %q", name, got, want)
+		}
+	}
+	if got, want := fast.sharedFields(), general.sharedFields(); !slices.Equal(got, want) {
+		t.Errorf("fields differ after revalidation:\nfast:     %q\nnet/http: %q", got, want)
+	}
+}
+
+// TestFastPathHitAfterPurge purges and invalidates an entry between fast
+// hits and checks that the next request reaches the backend and stores
+// the new response.
+func TestFastPathHitAfterPurge(t *testing.T) {
+	var version atomic.Int32
+	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
+		for readRequestHead(r) != "" {
+			body := fmt.Sprintf("v%d", version.Add(1))
+			resp := "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Content-Length: " + fmt.Sprint(len(body)) + "\r\n\r\n" + body
+			if _, err := io.WriteString(c, resp); err != nil {
+				return
+			}
+		}
+	})
+	s, c := startCachedL7WithCache(t, fmt.Sprintf(twoListeners, addr))
+	addrs := s.Addrs()
+	get := func(method string) wireResponse {
+		t.Helper()
+		raw := rawExchange(t, addrs["fast"].String(), method+" /p HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\nContent-Length: 0\r\n\r\n", 2*time.Second)
+		return parseWire(t, method, raw, method == "HEAD")
+	}
+
+	if r := get("GET"); r.isHit() || r.body != "v1" {
+		t.Fatalf("first GET: hit %v, body %q", r.isHit(), r.body)
+	}
+	if r := get("GET"); !r.isHit() || r.body != "v1" {
+		t.Fatalf("second GET: hit %v, body %q; want a hit with v1", r.isHit(), r.body)
+	}
+
+	rec := httptest.NewRecorder()
+	c.PurgeHandler().ServeHTTP(rec, httptest.NewRequest("POST", "/cache/purge?url=http://app.test/p", nil))
+	if rec.Code != http.StatusOK || !strings.Contains(rec.Body.String(), `"purged":1`) {
+		t.Fatalf("purge: %d %s", rec.Code, rec.Body)
+	}
+	if r := get("GET"); r.isHit() || r.body != "v2" {
+		t.Errorf("GET after purge: hit %v, body %q; want a miss with v2", r.isHit(), r.body)
+	}
+	if r := get("GET"); !r.isHit() || r.body != "v2" {
+		t.Errorf("GET after purge and store: hit %v, body %q; want a hit with v2", r.isHit(), r.body)
+	}
+
+	// A successful unsafe request invalidates the URI (RFC 9111 section 4.4).
+	if r := get("POST"); r.isHit() || r.body != "v3" {
+		t.Errorf("POST: hit %v, body %q", r.isHit(), r.body)
+	}
+	if r := get("GET"); r.isHit() || r.body != "v4" {
+		t.Errorf("GET after POST: hit %v, body %q; want a miss with v4", r.isHit(), r.body)
+	}
+}
+
+// TestFastPathStoredHitsConcurrent sends fast hits on many connections
+// while another goroutine replaces, freshens and purges the entry, and
+// checks that every response is whole and consistent: its body, ETag and
+// X-Version name the same version. Run it with -race.
+func TestFastPathStoredHitsConcurrent(t *testing.T) {
+	var mu sync.Mutex
+	version, freshened := 1, 0
+	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
+		for {
+			tp := textproto.NewReader(r)
+			if _, err := tp.ReadLine(); err != nil {
+				return
+			}
+			h, err := tp.ReadMIMEHeader()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			v := version
+			tag := fmt.Sprintf(`"%d"`, v)
+			var resp string
+			if h.Get("If-None-Match") == tag {
+				freshened++
+				resp = fmt.Sprintf("HTTP/1.1 304 Not Modified\r\nETag: %s\r\n"+maxAgeHour+"X-Freshened: %d\r\n\r\n", tag, freshened)
+			} else {
+				body := fmt.Sprintf("body-%d", v)
+				resp = fmt.Sprintf("HTTP/1.1 200 OK\r\n"+maxAgeHour+"ETag: %s\r\nX-Version: %d\r\nContent-Length: %d\r\n\r\n%s", tag, v, len(body), body)
+			}
+			mu.Unlock()
+			if _, err := io.WriteString(c, resp); err != nil {
+				return
+			}
+		}
+	})
+	s, cc := startCachedL7WithCache(t, fmt.Sprintf(twoListeners, addr))
+	addrs := s.Addrs()
+
+	const conns, perConn, maxChanges = 24, 10, 300
+	check := func(resp *http.Response, body string) error {
+		v := resp.Header.Get("X-Version")
+		if body != "body-"+v || resp.Header.Get("ETag") != `"`+v+`"` {
+			return fmt.Errorf("body %q, ETag %q, X-Version %q", body, resp.Header.Get("ETag"), v)
+		}
+		if cl := resp.Header.Values("Content-Length"); len(cl) != 1 || cl[0] != fmt.Sprint(len(body)) {
+			return fmt.Errorf("Content-Length %q with body %q", cl, body)
+		}
+		return nil
+	}
+	get := func(listener, extra string) error {
+		raw := rawExchange(t, addrs[listener].String(), "GET /c HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n"+extra+"\r\n", 2*time.Second)
+		resp, err := http.ReadResponse(bufio.NewReader(strings.NewReader(raw)), nil)
+		if err != nil {
+			return fmt.Errorf("read %q: %w", raw, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		return check(resp, string(body))
+	}
+	if err := get("general", ""); err != nil {
+		t.Fatal(err)
+	}
+
+	var wg, clients sync.WaitGroup
+	errs := make(chan error, conns*perConn+maxChanges)
+	clientsDone := make(chan struct{})
+	var seenFreshened atomic.Int32
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		// Change the entry until the clients are done, at most maxChanges
+		// times.
+		for i := range maxChanges {
+			select {
+			case <-clientsDone:
+				return
+			default:
+			}
+			var err error
+			switch i % 3 {
+			case 0: // replace: a new version, stored by a no-cache request
+				mu.Lock()
+				version++
+				mu.Unlock()
+				err = get("general", "Cache-Control: no-cache\r\n")
+			case 1: // freshen: a 304 for the stored version
+				err = get("general", "Cache-Control: no-cache\r\n")
+			case 2:
+				rec := httptest.NewRecorder()
+				cc.PurgeHandler().ServeHTTP(rec, httptest.NewRequest("POST", "/cache/purge?url=http://app.test/c", nil))
+				if rec.Code != http.StatusOK {
+					err = fmt.Errorf("purge: %d %s", rec.Code, rec.Body)
+				}
+			}
+			if err != nil {
+				errs <- fmt.Errorf("change %d: %w", i, err)
+			}
+		}
+	}()
+	for range conns {
+		clients.Add(1)
+		go func() {
+			defer clients.Done()
+			c, err := net.Dial("tcp", addrs["fast"].String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			br := bufio.NewReader(c)
+			for i := range perConn {
+				if _, err := io.WriteString(c, "GET /c HTTP/1.1\r\nHost: app.test\r\n\r\n"); err != nil {
+					errs <- fmt.Errorf("request %d: %w", i, err)
+					return
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					errs <- fmt.Errorf("response %d: %w", i, err)
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err == nil {
+					err = check(resp, string(body))
+				}
+				if resp.Header.Get("X-Freshened") != "" {
+					seenFreshened.Add(1)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("response %d: %w", i, err)
+					return
+				}
+			}
+		}()
+	}
+	clients.Wait()
+	close(clientsDone)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if n := fastCount(t, s); n == 0 {
+		t.Error("no request was served on the fast path")
+	}
+	t.Logf("%.0f fast responses, %d from a freshened entry", fastCount(t, s), seenFreshened.Load())
 }
