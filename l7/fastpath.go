@@ -352,6 +352,11 @@ func (x *fastExchange) release() {
 	if cap(x.w.body) > 64<<10 {
 		x.w.body = nil
 	}
+	// A responder's header map may share values with a cache entry, which
+	// the pool must not keep alive after the entry is replaced or purged.
+	if len(x.w.header) > 0 {
+		clear(x.w.header)
+	}
 	fastStates.Put(x)
 }
 

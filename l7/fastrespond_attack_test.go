@@ -9,12 +9,16 @@ import (
 	"net/http/httptest"
 	"net/textproto"
 	"regexp"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+	"weak"
+
+	"github.com/tidegate/tidegate/l7/passthrough"
 )
 
 // These tests store responses from hostile or unusual backends in the
@@ -546,4 +550,84 @@ func TestFastPathStoredHitsConcurrent(t *testing.T) {
 		t.Error("no request was served on the fast path")
 	}
 	t.Logf("%.0f fast responses, %d from a freshened entry", fastCount(t, s), seenFreshened.Load())
+}
+
+// TestFastExchangeReleasesStoredEntry checks that an exchange back in its
+// pool keeps no part of the stored response it wrote alive: neither its
+// body and wire head on the stored path, nor its field values on the
+// header-map path that a draining connection takes when the stored head
+// has a Connection field.
+func TestFastExchangeReleasesStoredEntry(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		draining bool
+	}{
+		{name: "stored path"},
+		{name: "header-map path", draining: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			body := make([]byte, 256<<10)
+			values := []string{`"a"`}
+			fields := []passthrough.Field{{Name: "Connection", Values: []string{"x-hop"}}, {Name: "Etag", Values: values}}
+			wire := []byte("Connection: x-hop\r\nEtag: \"a\"\r\n")
+			weakBody, weakValues, weakFields, weakWire := weak.Make(&body[0]), weak.Make(&values[0]), weak.Make(&fields[0]), weak.Make(&wire[0])
+
+			x := &fastExchange{req: h1Request{method: "GET"}}
+			x.w.header = http.Header{"X-Request-Id": {"id"}}
+			x.w.WriteStored(passthrough.Stored{Status: http.StatusOK, Fields: fields, Wire: wire, Body: body})
+			var out strings.Builder
+			bw := bufio.NewWriter(&out)
+			if keep := x.writeResponded(bw, tc.draining); keep == tc.draining {
+				t.Errorf("writeResponded(draining %v) = %v", tc.draining, keep)
+			}
+			bw.Flush()
+			if !strings.HasSuffix(out.String(), "\r\n\r\n"+string(body)) {
+				t.Fatalf("response does not end with the body: %q", out.String()[:200])
+			}
+			x.release()
+
+			body, values, fields, wire = nil, nil, nil, nil
+			runtime.GC()
+			runtime.GC()
+			for name, gone := range map[string]bool{
+				"body":         weakBody.Value() == nil,
+				"field values": weakValues.Value() == nil,
+				"fields":       weakFields.Value() == nil,
+				"wire head":    weakWire.Value() == nil,
+			} {
+				if !gone {
+					t.Errorf("released exchange keeps the stored %s alive", name)
+				}
+			}
+			runtime.KeepAlive(x)
+		})
+	}
+}
+
+// TestWriteStoredDraining writes a stored hit on a draining connection
+// and checks that it carries one Connection: close, whatever Connection
+// the responder set, and ends the connection.
+func TestWriteStoredDraining(t *testing.T) {
+	x := &fastExchange{req: h1Request{method: "GET"}}
+	x.w.header = http.Header{"X-Request-Id": {"id"}, "Connection": {"keep-alive"}}
+	x.w.WriteStored(passthrough.Stored{
+		Status: http.StatusOK,
+		Fields: []passthrough.Field{{Name: "Etag", Values: []string{`"a"`}}},
+		Wire:   []byte("Etag: \"a\"\r\n"),
+		Extra:  []passthrough.Field{{Name: "Content-Length", Values: []string{"2"}}},
+		Body:   []byte("ok"),
+	})
+	var out strings.Builder
+	bw := bufio.NewWriter(&out)
+	if x.writeResponded(bw, true) {
+		t.Error("writeResponded(draining) kept the connection")
+	}
+	bw.Flush()
+	r := parseWire(t, "draining", out.String(), false)
+	if c := r.values("Connection"); !slices.Equal(c, []string{"close"}) {
+		t.Errorf("Connection %q, want close", c)
+	}
+	if r.body != "ok" || !slices.Equal(r.values("Etag"), []string{`"a"`}) {
+		t.Errorf("got %q", out.String())
+	}
 }
