@@ -163,6 +163,7 @@ func TestFastPathStoredHitsHostileBackends(t *testing.T) {
 		{name: "vary several names", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Vary: Accept-Encoding, X-B\r\nvary: x-c\r\nContent-Length: 2\r\n\r\nok"}, request: "X-B: 1\r\nX-C: 2\r\n", hit: true},
 		{name: "backend request id", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "X-Request-Id: from-backend\r\nContent-Length: 2\r\n\r\nok"}, hit: true},
 		{name: "connection option", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Connection: X-Hop, keep-alive\r\nX-Hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 2\r\n\r\nok"}, hit: true},
+		{name: "control bytes in value", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "X-Ctl: a\x00b\x7f\tc\x01\r\nContent-Length: 2\r\n\r\nok"}},
 		{name: "empty body", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Content-Length: 0\r\n\r\n"}, hit: true},
 		{name: "chunked", resp: cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Transfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"}, hit: true},
 		{name: "203 max-age", resp: cannedResponse{raw: "HTTP/1.1 203 Non-Authoritative Information\r\n" + maxAgeHour + "Content-Length: 2\r\n\r\nok"}, hit: true},
@@ -629,5 +630,68 @@ func TestWriteStoredDraining(t *testing.T) {
 	}
 	if r.body != "ok" || !slices.Equal(r.values("Etag"), []string{`"a"`}) {
 		t.Errorf("got %q", out.String())
+	}
+}
+
+// TestFastPathPipelinedHits sends hits, a HEAD hit, a conditional hit
+// and a miss in one write on one connection and checks that each response
+// is whole and in order, also after the miss moved the connection to
+// net/http.
+func TestFastPathPipelinedHits(t *testing.T) {
+	responses := map[string]cannedResponse{}
+	for _, p := range []string{"/a", "/b", "/miss"} {
+		body := "body of " + p
+		responses[p] = cannedResponse{raw: fmt.Sprintf("HTTP/1.1 200 OK\r\n"+maxAgeHour+"ETag: \"%s\"\r\nContent-Length: %d\r\n\r\n%s", p, len(body), body)}
+	}
+	s := startCachedL7(t, fmt.Sprintf(twoListeners, cannedBackend(t, responses, nil)))
+	addrs := s.Addrs()
+	for _, p := range []string{"/a", "/b"} {
+		rawExchange(t, addrs["general"].String(), "GET "+p+" HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n", 2*time.Second)
+	}
+
+	requests := []struct {
+		method, path, extra string
+		status              int
+		body                string
+		hit                 bool
+	}{
+		{"GET", "/a", "", 200, "body of /a", true},
+		{"HEAD", "/b", "", 200, "", true},
+		{"GET", "/b", "If-None-Match: \"/b\"\r\n", 304, "", true},
+		{"GET", "/b", "", 200, "body of /b", true},
+		{"GET", "/miss", "", 200, "body of /miss", false},
+		{"GET", "/a", "", 200, "body of /a", true},
+	}
+	var all strings.Builder
+	for _, r := range requests {
+		fmt.Fprintf(&all, "%s %s HTTP/1.1\r\nHost: app.test\r\n%s\r\n", r.method, r.path, r.extra)
+	}
+	c, err := net.Dial("tcp", addrs["fast"].String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, all.String()); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	for i, want := range requests {
+		resp, err := http.ReadResponse(br, &http.Request{Method: want.method})
+		if err != nil {
+			t.Fatalf("response %d (%s %s): %v", i, want.method, want.path, err)
+		}
+		body, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil {
+			t.Fatalf("response %d: read body: %v", i, err)
+		}
+		if resp.StatusCode != want.status || string(body) != want.body {
+			t.Errorf("response %d (%s %s): %d %q, want %d %q", i, want.method, want.path, resp.StatusCode, body, want.status, want.body)
+		}
+		cs := resp.Header.Values("Cache-Status")
+		if hit := len(cs) > 0 && strings.HasPrefix(cs[len(cs)-1], "tidegate; hit"); hit != want.hit {
+			t.Errorf("response %d (%s %s): Cache-Status %q, want hit %v", i, want.method, want.path, cs, want.hit)
+		}
 	}
 }
