@@ -296,13 +296,13 @@ func (h *handler) finishNotModified(w http.ResponseWriter, r *http.Request, k re
 		return
 	}
 	updated := stale.freshen(u.header, requestTime, u.responseTime, h.sp.heuristic)
-	h.c.store.replace(stale, updated)
+	h.storeFreshened(stale, updated)
 	if strongETag(got) {
 		// A strong validator identifies every stored variant with the same
 		// representation, so they are all updated (RFC 9111 section 4.3.4).
 		for _, other := range h.c.store.variants(stale.primary) {
 			if other != updated && other.header.Get("ETag") == got {
-				h.c.store.replace(other, other.freshen(u.header, requestTime, u.responseTime, h.sp.heuristic))
+				h.storeFreshened(other, other.freshen(u.header, requestTime, u.responseTime, h.sp.heuristic))
 			}
 		}
 	}
@@ -361,7 +361,19 @@ func (h *handler) freshenFromHead(r *http.Request, k requestKey, u *upstreamWrit
 		h.c.store.removeEntry(e)
 		return
 	}
-	h.c.store.replace(e, e.freshen(u.header, requestTime, u.responseTime, h.sp.heuristic))
+	h.storeFreshened(e, e.freshen(u.header, requestTime, u.responseTime, h.sp.heuristic))
+}
+
+// storeFreshened replaces old with its freshened copy updated. When the
+// update changed Vary, the request values stored with old no longer
+// describe the fields that select it, and "Vary: *" never matches (RFC
+// 9111 section 4.1), so old is removed instead.
+func (h *handler) storeFreshened(old, updated *entry) {
+	if updated.varyChanged() {
+		h.c.store.removeEntry(old)
+		return
+	}
+	h.c.store.replace(old, updated)
 }
 
 // sameRepresentation reports whether the header of a HEAD response h

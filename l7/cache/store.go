@@ -3,6 +3,7 @@ package cache
 import (
 	"container/list"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -63,12 +64,7 @@ func newEntry(k requestKey, req *http.Request, status int, header http.Header, b
 		header.Del("Content-Length")
 	}
 	e.lifetime, _ = freshnessLifetime(status, header, e.cc, t, heuristic)
-	e.varyNames = varyNames(header)
-	if !containsName(e.varyNames, "Accept-Encoding") && hasContentCoding(header) {
-		// A compressed body must never reach a client that did not accept
-		// it, even when the origin forgot Vary: Accept-Encoding.
-		e.varyNames = append(e.varyNames, "Accept-Encoding")
-	}
+	e.varyNames = selectingFields(header)
 	e.varyValues = make([]string, len(e.varyNames))
 	for i, n := range e.varyNames {
 		e.varyValues[i] = varyValue(req.Header, n)
@@ -76,6 +72,25 @@ func newEntry(k requestKey, req *http.Request, status int, header http.Header, b
 	e.setWire()
 	e.size = entrySize(e)
 	return e
+}
+
+// selectingFields returns the request fields that select a stored
+// response with header among its variants: the names in Vary, and
+// Accept-Encoding for a body with a content coding. A compressed body must
+// never reach a client that did not accept it, even when the origin
+// forgot Vary: Accept-Encoding.
+func selectingFields(header http.Header) []string {
+	names := varyNames(header)
+	if !containsName(names, "Accept-Encoding") && hasContentCoding(header) {
+		names = append(names, "Accept-Encoding")
+	}
+	return names
+}
+
+// varyChanged reports whether e's header selects by other request fields
+// than the ones whose values e keeps, as after a 304 that changed Vary.
+func (e *entry) varyChanged() bool {
+	return !slices.Equal(selectingFields(e.header), e.varyNames)
 }
 
 func entrySize(e *entry) int64 {
