@@ -110,6 +110,9 @@
 //   - A 304 with a strong ETag updates every variant stored with that ETag.
 //     A 304 with only a weak ETag or Last-Modified, and a 200 to HEAD,
 //     update only the entry for the request's own variant.
+//   - A 304 or a 200 to HEAD that changes Vary removes the entry it would
+//     update, because the entry keeps request values only for the fields
+//     its old Vary named.
 //   - A Range request that misses is forwarded as is, and the 206 it gets is
 //     not stored. A Range request that hits a stored 200 gets a 206 built
 //     from the stored body.
