@@ -2,6 +2,7 @@ package l7
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -694,4 +695,79 @@ func TestFastPathPipelinedHits(t *testing.T) {
 			t.Errorf("response %d (%s %s): Cache-Status %q, want hit %v", i, want.method, want.path, cs, want.hit)
 		}
 	}
+}
+
+// TestFastPathDrainDuringHits drains the server while keep-alive clients
+// send fast hits without pause. Every response a client gets must be
+// whole. A connection ends only between responses: after one with
+// Connection: close, or by a close while it was idle.
+func TestFastPathDrainDuringHits(t *testing.T) {
+	responses := map[string]cannedResponse{"/d": {raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Content-Length: 4\r\n\r\nbody"}}
+	s := startCachedL7(t, fmt.Sprintf(twoListeners, cannedBackend(t, responses, nil)))
+	addrs := s.Addrs()
+	rawExchange(t, addrs["general"].String(), "GET /d HTTP/1.1\r\nHost: app.test\r\nConnection: close\r\n\r\n", 2*time.Second)
+
+	const clients, maxRequests = 8, 200
+	var wg sync.WaitGroup
+	var hits, closing atomic.Int32
+	started := make(chan struct{}, clients)
+	errs := make(chan error, clients)
+	for range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := net.Dial("tcp", addrs["fast"].String())
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer c.Close()
+			_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+			br := bufio.NewReader(c)
+			for i := range maxRequests {
+				if i == 1 {
+					started <- struct{}{}
+				}
+				if _, err := io.WriteString(c, "GET /d HTTP/1.1\r\nHost: app.test\r\n\r\n"); err != nil {
+					return // closed while idle
+				}
+				if _, err := br.Peek(1); err != nil {
+					return // closed while idle, before reading the request
+				}
+				resp, err := http.ReadResponse(br, nil)
+				if err != nil {
+					errs <- fmt.Errorf("request %d: partial response head: %w", i, err)
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if err != nil || string(body) != "body" {
+					errs <- fmt.Errorf("request %d: body %q, %v", i, body, err)
+					return
+				}
+				hits.Add(1)
+				if resp.Close {
+					closing.Add(1)
+					if _, err := br.ReadByte(); err == nil {
+						errs <- fmt.Errorf("request %d: bytes after a response with Connection: close", i)
+					}
+					return
+				}
+			}
+		}()
+	}
+	for range clients {
+		<-started
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := s.Drain(ctx); err != nil {
+		t.Errorf("drain: %v", err)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	t.Logf("%d hits before the connections closed, %d of them with Connection: close", hits.Load(), closing.Load())
 }
