@@ -787,7 +787,14 @@ func TestSetupWorkerReusedAndDrained(t *testing.T) {
 	e, _ := newTestEngine(t)
 	real, _ := startReal(t, echo)
 	vip := serve(t, e, VIP{Picker: staticPicker{real}})
-	before, waitingBefore := setupWorkers()
+	// Earlier tests drained their engines, but their workers may not have
+	// run yet to see it. Counting them would break the counts below when
+	// they exit.
+	waitFor(t, "setup workers of earlier tests to exit", func() bool {
+		all, _ := setupWorkers()
+		return all == 0
+	})
+	const before, waitingBefore = 0, 0
 
 	for i := range 5 {
 		c := dial(t, vip)
