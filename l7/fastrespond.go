@@ -257,7 +257,7 @@ func (x *fastExchange) writeStored(bw *bufio.Writer, closeConn bool) bool {
 	if head.Get("Content-Length") == "" && x.req.method != "HEAD" {
 		head.Add("Content-Length", strconv.Itoa(len(s.Body)))
 	}
-	if head.Get("Date") == "" {
+	if !head.has("Date") {
 		head.Add("Date", string(appendDate(nil)))
 	}
 
