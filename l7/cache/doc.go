@@ -62,8 +62,8 @@
 // must-revalidate in the response, and Set-Cookie needs the route's consent. Set-Cookie, hop-by-hop fields and fields named by a qualified
 // private are removed from the stored copy. A response larger than the
 // route's maximum entry size streams to the client and is not kept. Partial
-// content (206) is never stored, and a HEAD response is stored apart, for
-// HEAD requests only.
+// content (206) and 416 responses are never stored, and a HEAD response is
+// stored apart, for HEAD requests only.
 //
 // # Keys and variants
 //

@@ -42,8 +42,11 @@ func storable(req *http.Request, reqCC directives, status int, h http.Header, cc
 		return reasonMethod
 	}
 	// Section 3.3 and 3.4: this cache does not combine partial content,
-	// and a 304 only updates entries.
-	if status == http.StatusPartialContent || h.Get("Content-Range") != "" {
+	// and a 304 only updates entries. A 416 is the response to the
+	// request's Range, which the key does not contain. Content-Range on any
+	// other status has no meaning (RFC 9110 section 14.4) and is stored like
+	// other fields.
+	if status == http.StatusPartialContent || status == http.StatusRequestedRangeNotSatisfiable {
 		return reasonPartial
 	}
 	if status < 200 || status == http.StatusNotModified {
@@ -150,6 +153,8 @@ func storedHeader(h http.Header, cc directives) http.Header {
 	for _, f := range cc.privateFields {
 		out.Del(f)
 	}
+	// NOTE: RFC 9111 section 3.1 lets a cache store Set-Cookie. This shared
+	// cache drops it so that one client's cookie never reaches another.
 	out.Del("Set-Cookie")
 	out.Del("Set-Cookie2")
 	out.Del("Age")
