@@ -336,6 +336,12 @@ func TestConformanceStatusExplicitFreshness(t *testing.T) {
 				fields: []string{"Expires: " + clockDate(-5000), "Last-Modified: " + clockDate(-100000), "Date: " + clockDate(0)},
 			})
 	}
+	// RFC 9111 section 5.2.2.3: must-understand overrides no-store only for
+	// a status whose caching rules the cache implements.
+	cases = append(cases,
+		reuseCase{name: "599 must-understand", rfc: "RFC 9111 section 5.2.2.3", status: 599, fields: []string{"Cache-Control: max-age=3600, no-store, must-understand"}},
+		reuseCase{name: "200 must-understand", rfc: "RFC 9111 section 5.2.2.3", fields: []string{"Cache-Control: max-age=3600, no-store, must-understand"}, reused: true},
+	)
 	runReuseCases(t, cases)
 }
 
