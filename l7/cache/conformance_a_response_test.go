@@ -31,13 +31,13 @@ func TestConformanceResponseDirectives(t *testing.T) {
 		{
 			name: "must-revalidate stale", rfc: "RFC 9111 section 5.2.2.2",
 			fields:          []string{"Cache-Control: max-age=2, must-revalidate", `ETag: "abcd"`},
-			advance:         pause,
+			advance:         reusePause,
 			wantConditional: `If-None-Match: "abcd"`,
 		},
 		{
 			name: "must-revalidate over max-stale", rfc: "RFC 9111 section 5.2.2.2",
 			fields:          []string{"Cache-Control: max-age=2, must-revalidate", `ETag: "abcd"`},
-			advance:         pause,
+			advance:         reusePause,
 			request:         []string{"Cache-Control: max-stale=60"},
 			wantConditional: `If-None-Match: "abcd"`,
 		},
@@ -55,9 +55,9 @@ func TestConformanceNoStoreLeavesOlderResponse(t *testing.T) {
 		writeFields(t, w.Header(), []string{"Cache-Control: no-store", "A: 2"})
 		fmt.Fprint(w, "new")
 	})
-	clock.Advance(pause)
+	clock.Advance(reusePause)
 	getManual(t, p, "/r")
-	clock.Advance(pause)
+	clock.Advance(reusePause)
 	r := getManual(t, p, "/r")
 	if got := r.header.Get("A"); got != "1" {
 		t.Errorf("A = %q, want 1 from the stored response (RFC 9111 section 4.2)", got)
@@ -94,7 +94,7 @@ func TestConformanceStoredFields(t *testing.T) {
 			name:       "keeps " + name,
 			rfc:        s31,
 			fields:     []string{"Date: " + clockDate(0), f, "Cache-Control: max-age=3600"},
-			advance:    pause,
+			advance:    reusePause,
 			reused:     true,
 			wantFields: []string{f},
 		})
@@ -102,13 +102,13 @@ func TestConformanceStoredFields(t *testing.T) {
 	cases = append(cases,
 		reuseCase{
 			name: "keeps Cache-Control", rfc: s31,
-			fields: []string{"Date: " + clockDate(0), "Cache-Control: max-age=3600"}, advance: pause, reused: true,
+			fields: []string{"Date: " + clockDate(0), "Cache-Control: max-age=3600"}, advance: reusePause, reused: true,
 			wantFields: []string{"Cache-Control: max-age=3600"},
 		},
 		reuseCase{
 			name: "drops fields named by Connection", rfc: s31,
 			fields:        []string{"Expires: " + clockDate(100000), "Cache-Control: max-age=100000", "Date: " + clockDate(0), "Connection: a, b", "A: 1", "B: 2", "C: 3"},
-			advance:       pause,
+			advance:       reusePause,
 			reused:        true,
 			wantFields:    []string{"C: 3"},
 			missingFields: []string{"A", "B", "Connection"},
@@ -119,7 +119,7 @@ func TestConformanceStoredFields(t *testing.T) {
 			name:          "drops " + name,
 			rfc:           s31,
 			fields:        []string{"Date: " + clockDate(0), name + ": test-value", "Cache-Control: max-age=3600"},
-			advance:       pause,
+			advance:       reusePause,
 			reused:        true,
 			missingFields: []string{name},
 		})
@@ -152,12 +152,12 @@ func TestConformanceOtherReuse(t *testing.T) {
 	fresh := []string{"Expires: " + clockDate(100000), "Cache-Control: max-age=100000", "Last-Modified: " + clockDate(0), "Date: " + clockDate(0)}
 	expires := []string{"Expires: " + clockDate(30*24*3600), "Date: " + clockDate(0)}
 	runReuseCases(t, []reuseCase{
-		{name: "Age generated", rfc: "RFC 9111 section 5.1", fields: fresh, advance: pause, reused: true, wantFields: []string{"Age: 3"}},
-		{name: "Age updated with Expires", rfc: "RFC 9111 section 4.2.3", fields: append(expires, "Age: 30"), advance: pause, reused: true, wantFields: []string{"Age: 33"}},
-		{name: "Age updated with max-age", rfc: "RFC 9111 section 4.2.3", fields: append(fresh, "Age: 30"), advance: pause, reused: true, wantFields: []string{"Age: 33"}},
-		{name: "Date kept", rfc: "RFC 9110 section 6.6.1", fields: fresh, advance: pause, reused: true, wantFields: []string{"Date: " + clockDate(0)}},
-		{name: "Date kept with Expires", rfc: "RFC 9110 section 6.6.1", fields: expires, advance: pause, reused: true, wantFields: []string{"Date: " + clockDate(0)}},
-		{name: "Expires kept", rfc: "RFC 9111 section 3.1", fields: expires, advance: pause, reused: true, wantFields: []string{"Expires: " + clockDate(30*24*3600)}},
+		{name: "Age generated", rfc: "RFC 9111 section 5.1", fields: fresh, advance: reusePause, reused: true, wantFields: []string{"Age: 3"}},
+		{name: "Age updated with Expires", rfc: "RFC 9111 section 4.2.3", fields: append(expires, "Age: 30"), advance: reusePause, reused: true, wantFields: []string{"Age: 33"}},
+		{name: "Age updated with max-age", rfc: "RFC 9111 section 4.2.3", fields: append(fresh, "Age: 30"), advance: reusePause, reused: true, wantFields: []string{"Age: 33"}},
+		{name: "Date kept", rfc: "RFC 9110 section 6.6.1", fields: fresh, advance: reusePause, reused: true, wantFields: []string{"Date: " + clockDate(0)}},
+		{name: "Date kept with Expires", rfc: "RFC 9110 section 6.6.1", fields: expires, advance: reusePause, reused: true, wantFields: []string{"Date: " + clockDate(0)}},
+		{name: "Expires kept", rfc: "RFC 9111 section 3.1", fields: expires, advance: reusePause, reused: true, wantFields: []string{"Expires: " + clockDate(30*24*3600)}},
 		{name: "other query", rfc: "RFC 9111 section 2", path: "/r?test=one", secondPath: "/r?test=two", fields: fresh},
 		{name: "same query", rfc: "RFC 9111 section 2", path: "/r?test=one", fields: fresh, reused: true},
 		{name: "attachment", rfc: "RFC 9111 section 4.2.1", fields: append(fresh, "Content-Disposition: attachment; filename=example.txt"), reused: true},
@@ -234,7 +234,7 @@ func TestConformanceStaleForbidden(t *testing.T) {
 				p.waitHandlers()
 
 				o.set(disconnectOrigin)
-				clock.Advance(pause)
+				clock.Advance(reusePause)
 				var fields []string
 				if request != "" {
 					fields = append(fields, request)
@@ -259,7 +259,7 @@ func TestConformanceStaleIfErrorOnDisconnect(t *testing.T) {
 	p.waitHandlers()
 
 	o.set(disconnectOrigin)
-	clock.Advance(pause)
+	clock.Advance(reusePause)
 	r := getManual(t, p, "/r")
 	wantStatus(t, r, http.StatusOK)
 	if r.body != first.body {
@@ -279,9 +279,9 @@ func TestConformanceStaleIfErrorWindow(t *testing.T) {
 		status   int
 	}{
 		{"response window", "max-age=0, stale-if-error=3600", "", 0, http.StatusOK},
-		{"response window elapsed", "max-age=0, stale-if-error=1", "", pause, http.StatusInternalServerError},
+		{"response window elapsed", "max-age=0, stale-if-error=1", "", reusePause, http.StatusInternalServerError},
 		{"request window", "max-age=0", "Cache-Control: stale-if-error=3600", 0, http.StatusOK},
-		{"request window elapsed", "max-age=0", "Cache-Control: stale-if-error=1", pause, http.StatusInternalServerError},
+		{"request window elapsed", "max-age=0", "Cache-Control: stale-if-error=1", reusePause, http.StatusInternalServerError},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			clock := newTestClock()
@@ -312,7 +312,7 @@ func TestConformanceStaleWhileRevalidateServesStale(t *testing.T) {
 	first := getManual(t, p, "/r")
 	p.waitHandlers()
 
-	clock.Advance(pause)
+	clock.Advance(reusePause)
 	r := getManual(t, p, "/r")
 	wantCacheStatus(t, r, "hit", "detail=stale-while-revalidate")
 	if r.body != first.body {
@@ -345,7 +345,7 @@ func TestConformanceStaleWhileRevalidateUpdates(t *testing.T) {
 	p.cache.Wait()
 	wantRequests(t, o, 2)
 
-	clock.Advance(pause)
+	clock.Advance(reusePause)
 	r = getManual(t, p, "/r")
 	wantCacheStatus(t, r, "hit")
 	if got := r.header.Get("ETag"); got != `"def"` {
@@ -372,13 +372,13 @@ func TestConformanceStaleWhileRevalidateWindowEnds(t *testing.T) {
 		writeFields(t, w.Header(), []string{"Cache-Control: no-cache", `ETag: "def"`})
 		fmt.Fprintf(w, "refresh %d", n.Add(1))
 	})
-	clock.Advance(pause)
+	clock.Advance(reusePause)
 	r := getManual(t, p, "/r")
 	wantCacheStatus(t, r, "hit", "detail=stale-while-revalidate")
 	p.cache.Wait()
 	wantRequests(t, o, 2)
 
-	clock.Advance(pause)
+	clock.Advance(reusePause)
 	r = getManual(t, p, "/r")
 	wantRequests(t, o, 3)
 	if r.body != "refresh 2" {
