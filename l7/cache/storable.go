@@ -75,6 +75,9 @@ func storable(req *http.Request, reqCC directives, status int, h http.Header, cc
 	if req.Header.Get("Authorization") != "" && !(cc.public || cc.sMaxAge.present || cc.mustRevalidate) {
 		return reasonAuthorization
 	}
+	// NOTE: RFC 9111 section 3 lets a shared cache store a response with
+	// Set-Cookie. A route stores one only with store_set_cookie, because
+	// the body may have been made for the one client that gets the cookie.
 	if len(h.Values("Set-Cookie")) > 0 && !p.storeSetCookie {
 		return reasonSetCookie
 	}
