@@ -238,7 +238,9 @@ func fieldValue(h http.Header, name string) string {
 //
 // NOTE: the order of Accept-Language members is kept, and so "en, de" and
 // "de, en" select different variants. Some servers read the order as a
-// preference among equal q-values (RFC 9110 section 12.5.4).
+// preference among equal q-values (RFC 9110 section 12.5.4). The stored
+// Content-Language is not matched against q-values either, so
+// "fr;q=0.5, de" misses a variant stored for "en, de" even when it is "de".
 func varyValue(h http.Header, name string) string {
 	switch name {
 	case "Accept-Encoding":

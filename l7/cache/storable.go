@@ -43,6 +43,9 @@ func storable(req *http.Request, reqCC directives, status int, h http.Header, cc
 	}
 	// Section 3.3 and 3.4: this cache does not combine partial content,
 	// and a 304 only updates entries.
+	// NOTE: a 206 is never stored, so Range requests for a URI with no
+	// stored 200 all go to the upstream, though section 3.3 allows storing
+	// them.
 	if status == http.StatusPartialContent || h.Get("Content-Range") != "" {
 		return reasonPartial
 	}

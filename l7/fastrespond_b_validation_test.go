@@ -1,0 +1,113 @@
+package l7
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestFastPathValidationAndVary sends conditional and Vary requests for
+// fresh stored responses to a listener on the fast path, over TCP, and
+// checks the responses RFC 9111 requires of the cache there. A validator
+// that matches gets 304 with the ETag (RFC 9110 sections 13.1.2 and
+// 13.1.3). A stored response is reused for a request whose Vary fields
+// differ only in layout or Accept-Language case (RFC 9111 section 4.1),
+// and never for one whose values differ.
+func TestFastPathValidationAndVary(t *testing.T) {
+	lastModified := time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat)
+	var requests atomic.Int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		h := w.Header()
+		h.Set("Cache-Control", "max-age=3600")
+		h.Set("ETag", `"abcdef"`)
+		h.Set("Last-Modified", lastModified)
+		switch r.URL.Path {
+		case "/foo":
+			h.Set("Vary", "Foo")
+		case "/lang":
+			h.Set("Vary", "Accept-Language")
+		}
+		fmt.Fprintf(w, "body of %s", r.URL.Path)
+	}))
+	defer backend.Close()
+	s := startCachedL7(t, fmt.Sprintf(twoListeners, strings.TrimPrefix(backend.URL, "http://")))
+	fastAddr := s.Addrs()["fast"].String()
+
+	send := func(path, fields string) (*http.Response, string) {
+		t.Helper()
+		c, err := net.Dial("tcp", fastAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: app.test\r\n%s\r\n", path, fields)
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodGet})
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("read body of GET %s: %v", path, err)
+		}
+		return resp, string(body)
+	}
+	send("/plain", "")
+	send("/foo", "Foo: 1, 2\r\n")
+	send("/lang", "Accept-Language: en, de\r\n")
+	stored := requests.Load()
+
+	for _, tc := range []struct {
+		name   string
+		path   string
+		fields string
+		status int
+		hit    bool
+	}{
+		{"etag in list", "/plain", "If-None-Match: \"1234\", \"abcdef\"\r\n", http.StatusNotModified, true},
+		{"etag mismatch", "/plain", "If-None-Match: \"1234\"\r\n", http.StatusOK, true},
+		{"not modified since", "/plain", "If-Modified-Since: " + lastModified + "\r\n", http.StatusNotModified, true},
+		{"vary lines combined", "/foo", "Foo: 1\r\nFoo: 2\r\n", http.StatusOK, true},
+		{"vary mismatch", "/foo", "Foo: 2\r\n", http.StatusOK, false},
+		{"vary language case", "/lang", "Accept-Language: EN, De\r\n", http.StatusOK, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := requests.Load()
+			resp, body := send(tc.path, tc.fields)
+			if resp.StatusCode != tc.status {
+				t.Errorf("status = %d, want %d", resp.StatusCode, tc.status)
+			}
+			statuses := resp.Header.Values("Cache-Status")
+			hit := len(statuses) > 0 && strings.HasPrefix(statuses[len(statuses)-1], "tidegate; hit")
+			if hit != tc.hit {
+				t.Errorf("Cache-Status = %q, want hit=%v", statuses, tc.hit)
+			}
+			if tc.hit && requests.Load() != before {
+				t.Errorf("backend saw %d requests for a hit, want none", requests.Load()-before)
+			}
+			if tc.status == http.StatusNotModified {
+				if got := resp.Header.Get("ETag"); got != `"abcdef"` {
+					t.Errorf("304 ETag = %q, want \"abcdef\"", got)
+				}
+				if body != "" {
+					t.Errorf("304 body = %q, want empty", body)
+				}
+				return
+			}
+			if want := "body of " + tc.path; body != want {
+				t.Errorf("body = %q, want %q", body, want)
+			}
+		})
+	}
+	if got := requests.Load(); got != stored+1 {
+		t.Errorf("backend saw %d requests after storing, want 1 for the Vary mismatch", got-stored)
+	}
+}
