@@ -111,3 +111,92 @@ func TestFastPathValidationAndVary(t *testing.T) {
 		t.Errorf("backend saw %d requests after storing, want 1 for the Vary mismatch", got-stored)
 	}
 }
+
+// TestFastPathInterimThenStored sends a request that misses the cache to a
+// listener on the fast path while the backend sends a 103 before its final
+// response. The client gets the 103 and the final response, and the hit
+// that follows carries neither the 103 nor its fields, because RFC 9111
+// section 3 lets a cache store only final responses.
+func TestFastPathInterimThenStored(t *testing.T) {
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Link", "</styles.css>; rel=preload; as=style")
+		w.Header().Set("X-Early", "test")
+		w.WriteHeader(http.StatusEarlyHints)
+		w.Header().Del("Link")
+		w.Header().Del("X-Early")
+		w.Header().Set("Cache-Control", "max-age=3600")
+		fmt.Fprint(w, "final")
+	}))
+	defer backend.Close()
+	s := startCachedL7(t, fmt.Sprintf(twoListeners, strings.TrimPrefix(backend.URL, "http://")))
+	fastAddr := s.Addrs()["fast"].String()
+
+	// send returns the raw heads of the interim responses, then the final
+	// response and its body.
+	send := func() (string, *http.Response, string) {
+		t.Helper()
+		c, err := net.Dial("tcp", fastAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprint(c, "GET /early HTTP/1.1\r\nHost: app.test\r\n\r\n")
+		br := bufio.NewReader(c)
+		var interim strings.Builder
+		for {
+			line, err := br.Peek(12)
+			if err != nil {
+				t.Fatalf("read status line: %v", err)
+			}
+			if !strings.HasPrefix(string(line), "HTTP/1.1 1") {
+				break
+			}
+			for {
+				l, err := br.ReadString('\n')
+				if err != nil {
+					t.Fatalf("read interim response: %v", err)
+				}
+				interim.WriteString(l)
+				if l == "\r\n" {
+					break
+				}
+			}
+		}
+		resp, err := http.ReadResponse(br, &http.Request{Method: http.MethodGet})
+		if err != nil {
+			t.Fatalf("read final response: %v", err)
+		}
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("read body: %v", err)
+		}
+		return interim.String(), resp, string(body)
+	}
+
+	interim, first, body := send()
+	if !strings.HasPrefix(interim, "HTTP/1.1 103") || !strings.Contains(interim, "X-Early: test") {
+		t.Errorf("interim responses before the miss = %q, want a 103 with X-Early", interim)
+	}
+	if first.StatusCode != http.StatusOK || body != "final" {
+		t.Errorf("miss: status %d body %q, want 200 final", first.StatusCode, body)
+	}
+	if got := first.Header.Get("X-Early"); got != "" {
+		t.Errorf("final response carries X-Early %q from the 103", got)
+	}
+
+	interim, hit, body := send()
+	if interim != "" {
+		t.Errorf("hit sent interim responses %q, want none", interim)
+	}
+	statuses := hit.Header.Values("Cache-Status")
+	if len(statuses) == 0 || !strings.HasPrefix(statuses[len(statuses)-1], "tidegate; hit") {
+		t.Errorf("second response Cache-Status = %q, want a hit", statuses)
+	}
+	if body != "final" {
+		t.Errorf("hit body = %q, want final", body)
+	}
+	if got := hit.Header.Get("X-Early"); got != "" {
+		t.Errorf("hit carries X-Early %q from the 103", got)
+	}
+}
