@@ -200,3 +200,90 @@ func TestFastPathInterimThenStored(t *testing.T) {
 		t.Errorf("hit carries X-Early %q from the 103", got)
 	}
 }
+
+// TestFastPathUnsafeMethodInvalidates stores responses through a listener
+// on the fast path, then sends an unsafe method there. A 2xx response
+// invalidates the target URI and its same-origin Location and
+// Content-Location (RFC 9111 section 4.4), so the next GET of each goes to
+// the backend. An error response leaves the stored response in place.
+func TestFastPathUnsafeMethodInvalidates(t *testing.T) {
+	var requests atomic.Int64
+	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		switch r.Method {
+		case http.MethodGet:
+			w.Header().Set("Cache-Control", "max-age=3600")
+			fmt.Fprint(w, r.URL.Path)
+		case "M-SEARCH":
+			w.WriteHeader(http.StatusInternalServerError)
+		default:
+			w.Header().Set("Location", "/location_target")
+			w.Header().Set("Content-Location", "http://"+r.Host+"/content_location_target")
+			w.WriteHeader(http.StatusNoContent)
+		}
+	}))
+	defer backend.Close()
+	s := startCachedL7(t, fmt.Sprintf(twoListeners, strings.TrimPrefix(backend.URL, "http://")))
+	fastAddr := s.Addrs()["fast"].String()
+
+	sendUnsafe := func(method, path string) *http.Response {
+		t.Helper()
+		c, err := net.Dial("tcp", fastAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: app.test\r\nContent-Length: 3\r\n\r\nabc", method, path)
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: method})
+		if err != nil {
+			t.Fatalf("%s %s: %v", method, path, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp
+	}
+	// get sends GET path and reports whether the response was a hit.
+	get := func(path string) bool {
+		t.Helper()
+		c, err := net.Dial("tcp", fastAddr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		fmt.Fprintf(c, "GET %s HTTP/1.1\r\nHost: app.test\r\n\r\n", path)
+		resp, err := http.ReadResponse(bufio.NewReader(c), &http.Request{Method: http.MethodGet})
+		if err != nil {
+			t.Fatalf("GET %s: %v", path, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		statuses := resp.Header.Values("Cache-Status")
+		return len(statuses) > 0 && strings.HasPrefix(statuses[len(statuses)-1], "tidegate; hit")
+	}
+	paths := []string{"/target", "/location_target", "/content_location_target"}
+
+	for _, tc := range []struct {
+		method     string
+		status     int
+		invalidate bool
+	}{
+		{"M-SEARCH", http.StatusInternalServerError, false},
+		{http.MethodPost, http.StatusNoContent, true},
+		{http.MethodPut, http.StatusNoContent, true},
+		{http.MethodDelete, http.StatusNoContent, true},
+	} {
+		t.Run(tc.method, func(t *testing.T) {
+			for _, path := range paths {
+				get(path)
+			}
+			if resp := sendUnsafe(tc.method, "/target"); resp.StatusCode != tc.status {
+				t.Fatalf("%s status = %d, want %d", tc.method, resp.StatusCode, tc.status)
+			}
+			for _, path := range paths {
+				if hit := get(path); hit == tc.invalidate {
+					t.Errorf("GET %s after %s: hit=%v, want invalidated=%v", path, tc.method, hit, tc.invalidate)
+				}
+			}
+		})
+	}
+}

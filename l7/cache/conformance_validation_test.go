@@ -377,25 +377,32 @@ func TestValidationVaryStarNeverReused(t *testing.T) {
 
 // TestValidationUnsafeMethodInvalidates sends each unsafe method, including
 // an extension method the cache does not know, after storing the target
-// URI and the URIs its response names in Location and Content-Location. A
-// 2xx or 3xx response invalidates all three, and an error response
-// invalidates nothing (RFC 9111 section 4.4).
+// URI and the URIs its response names in Location and Content-Location,
+// as relative references or absolute URIs of the same origin. A 2xx or 3xx
+// response invalidates all three, and an error response invalidates
+// nothing (RFC 9111 section 4.4).
 func TestValidationUnsafeMethodInvalidates(t *testing.T) {
 	for _, method := range []string{http.MethodPost, http.MethodPut, http.MethodDelete, "M-SEARCH"} {
 		for _, tc := range []struct {
 			name       string
 			status     int
+			absolute   bool
 			invalidate bool
 		}{
-			{"success", http.StatusOK, true},
-			{"failure", http.StatusInternalServerError, false},
+			{"success", http.StatusOK, false, true},
+			{"success absolute", http.StatusOK, true, true},
+			{"failure", http.StatusInternalServerError, false, false},
 		} {
 			t.Run(method+" "+tc.name, func(t *testing.T) {
 				clock := newTestClock()
 				o := newOrigin(t, clock, func(w http.ResponseWriter, r *http.Request) {
 					if r.Method == method {
-						w.Header().Set("Location", "/location_target")
-						w.Header().Set("Content-Location", "/content_location_target")
+						base := ""
+						if tc.absolute {
+							base = "http://" + r.Host
+						}
+						w.Header().Set("Location", base+"/location_target")
+						w.Header().Set("Content-Location", base+"/content_location_target")
 						w.WriteHeader(tc.status)
 						return
 					}
