@@ -71,8 +71,9 @@
 // any non-default port, and the normalised path with query. The request
 // fields named by the response's Vary select among variants, with
 // Accept-Encoding reduced to the coding that would be chosen (br, zstd,
-// gzip or identity). A response with a Content-Encoding is varied on
-// Accept-Encoding even when its Vary omits it. Extra key parts configured
+// gzip or identity) and Accept-Language compared without regard to case.
+// A response with a Content-Encoding is varied on Accept-Encoding even when
+// its Vary omits it. Extra key parts configured
 // per route (a header, a cookie, the client address) must match too.
 //
 // # Reuse

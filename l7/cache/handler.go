@@ -500,6 +500,10 @@ func (h *handler) forwardUncached(w http.ResponseWriter, r *http.Request, fwd st
 // serveUnsafe forwards a request with an unsafe method and, when it
 // succeeds, invalidates the stored responses for its URI and for the
 // same-origin Location and Content-Location targets (RFC 9111 section 4.4).
+//
+// NOTE: a POST response with explicit freshness and a Content-Location equal
+// to the target URI is not stored for later GET requests, which RFC 9110
+// section 9.3.3 allows.
 func (h *handler) serveUnsafe(w http.ResponseWriter, r *http.Request) {
 	h.invalidateAfter(w, r, true)
 }

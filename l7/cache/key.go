@@ -233,9 +233,20 @@ func fieldValue(h http.Header, name string) string {
 // varyValue returns the value of field name in the request as a Vary match
 // compares it. Accept-Encoding is reduced to the content coding the
 // compression stage would choose, so equivalent headers share one variant.
+// Accept-Language is lower-cased because language ranges are
+// case-insensitive (RFC 4647 section 2.1).
+//
+// NOTE: the order of Accept-Language members is kept, and so "en, de" and
+// "de, en" select different variants. Some servers read the order as a
+// preference among equal q-values (RFC 9110 section 12.5.4). The stored
+// Content-Language is not matched against q-values either, so
+// "fr;q=0.5, de" misses a variant stored for "en, de" even when it is "de".
 func varyValue(h http.Header, name string) string {
-	if name == "Accept-Encoding" {
+	switch name {
+	case "Accept-Encoding":
 		return negotiateEncoding(h)
+	case "Accept-Language":
+		return strings.ToLower(fieldValue(h, name))
 	}
 	return fieldValue(h, name)
 }

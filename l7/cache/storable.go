@@ -46,6 +46,9 @@ func storable(req *http.Request, reqCC directives, status int, h http.Header, cc
 	// request's Range, which the key does not contain. Content-Range on any
 	// other status has no meaning (RFC 9110 section 14.4) and is stored like
 	// other fields.
+	// NOTE: a 206 is never stored, so Range requests for a URI with no
+	// stored 200 all go to the upstream, though section 3.3 allows storing
+	// them.
 	if status == http.StatusPartialContent || status == http.StatusRequestedRangeNotSatisfiable {
 		return reasonPartial
 	}
