@@ -180,3 +180,40 @@ func TestInformationalRelay(t *testing.T) {
 		}
 	}
 }
+
+// TestPragmaNoCacheLeftAlone checks that a response with "Pragma:
+// no-cache" and no Cache-Control reaches the client without the
+// Cache-Control that Go's response parser adds, on both paths, and that a
+// Cache-Control the backend sent stays.
+func TestPragmaNoCacheLeftAlone(t *testing.T) {
+	addr := rawBackend(t, func(c net.Conn, r *bufio.Reader) {
+		for {
+			head := readRequestHead(r)
+			if head == "" {
+				return
+			}
+			response := "HTTP/1.1 200 OK\r\nPragma: no-cache\r\nContent-Length: 2\r\n\r\nok"
+			if strings.Contains(head, "/sent") {
+				response = "HTTP/1.1 200 OK\r\nPragma: no-cache\r\ncache-control : no-cache\r\nContent-Length: 2\r\n\r\nok"
+			}
+			if _, err := io.WriteString(c, response); err != nil {
+				return
+			}
+		}
+	})
+	_, addrs := startL7(t, fmt.Sprintf(twoListeners, addr))
+	for _, listener := range []string{"fast", "general"} {
+		for path, want := range map[string]bool{"/": false, "/sent": true} {
+			// Go's client parser would add the field itself, so the
+			// response is read as bytes.
+			raw := rawExchange(t, addrs[listener], "GET "+path+" HTTP/1.1\r\nHost: a.test\r\nConnection: close\r\n\r\n", 2*time.Second)
+			head := strings.ToLower(raw)
+			if got := strings.Contains(head, "\r\ncache-control: no-cache\r\n"); got != want {
+				t.Errorf("%s %s: Cache-Control sent %v, want %v:\n%s", listener, path, got, want, raw)
+			}
+			if !strings.Contains(head, "\r\npragma: no-cache\r\n") {
+				t.Errorf("%s %s: Pragma missing:\n%s", listener, path, raw)
+			}
+		}
+	}
+}

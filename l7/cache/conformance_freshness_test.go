@@ -375,10 +375,13 @@ func TestConformanceRequestDirectives(t *testing.T) {
 		{name: "Pragma no-cache", rfc: "RFC 9111 section 5.4", fields: []string{"Cache-Control: max-age=3600"}, request: []string{"Pragma: no-cache"}},
 		{name: "Pragma extension", rfc: "RFC 9111 section 5.4", fields: []string{"Cache-Control: max-age=3600"}, request: []string{"Pragma: unrecognised-extension"}, reused: true},
 		{name: "response Pragma no-cache", rfc: "RFC 9111 section 5.4", fields: []string{"Cache-Control: max-age=3600", "Pragma: no-cache"}, reused: true},
-		// Go's HTTP/1 client (net/http fixPragmaCacheControl, Go 1.26)
-		// turns a response's "Pragma: no-cache" without Cache-Control
-		// into "Cache-Control: no-cache" before the cache receives it, so the
-		// response is revalidated on each use instead of reused.
+		// Go's HTTP/1 client (net/http fixPragmaCacheControl, Go 1.26),
+		// which this test's proxy uses, turns a response's "Pragma:
+		// no-cache" without Cache-Control into "Cache-Control: no-cache"
+		// before the cache receives it, so the response is revalidated on
+		// each use. The L7's direct backend connections undo that
+		// (TestPragmaNoCacheLeftAlone); upstreams reached through the
+		// transport still get it.
 		{name: "response Pragma with heuristic", rfc: "RFC 9111 section 5.4", fields: []string{"Last-Modified: " + clockDate(-10000), "Pragma: no-cache"}, wantConditional: "If-Modified-Since: " + clockDate(-10000)},
 		{name: "response Pragma extension", rfc: "RFC 9111 section 5.4", fields: []string{"Cache-Control: max-age=3600", "Pragma: unrecognised-extension"}, reused: true},
 	})

@@ -340,10 +340,12 @@ func (p *Pool) sendHead(req *http.Request, c *DirectConn, head []byte) (*http.Re
 		if read += len(h); read > MaxResponseHead {
 			return fail(fmt.Errorf("%w: 1xx responses larger than %d bytes", errBadResponse, MaxResponseHead))
 		}
+		sentCacheControl := hasField(h, "Cache-Control")
 		resp, err := http.ReadResponse(c.R, req)
 		if err != nil {
 			return fail(fmt.Errorf("%w: %v", errBadResponse, err))
 		}
+		undoPragmaCacheControl(resp.Header, sentCacheControl)
 		switch {
 		case resp.StatusCode < 100 || resp.StatusCode > 599:
 			// RFC 9110 section 15 defines 100..599 only. A status below
@@ -425,4 +427,39 @@ func (e *exchangeBody) finish(eof bool) {
 	reuse := e.stop() && eof && e.reusable
 	e.p.ReleaseDirect(e.c, reuse)
 	e.c = nil
+}
+
+// hasField reports whether the response head has a field named name, in
+// any case.
+func hasField(head []byte, name string) bool {
+	// The status line comes first, so every field name follows a LF.
+	for {
+		i := bytes.IndexByte(head, '\n')
+		if i < 0 {
+			return false
+		}
+		head = head[i+1:]
+		line := head
+		if j := bytes.IndexByte(line, '\n'); j >= 0 {
+			line = line[:j]
+		}
+		colon := bytes.IndexByte(line, ':')
+		if colon > 0 && strings.EqualFold(string(bytes.TrimRight(line[:colon], " \t")), name) {
+			return true
+		}
+	}
+}
+
+// undoPragmaCacheControl removes the "Cache-Control: no-cache" that
+// http.ReadResponse adds to a response with "Pragma: no-cache" and no
+// Cache-Control, as the transport's parser does for requests. Pragma has
+// no defined meaning in a response (RFC 9111 section 5.4), and a proxy
+// must not make the response stricter for the caches after it.
+func undoPragmaCacheControl(h http.Header, sent bool) {
+	if sent {
+		return
+	}
+	if cc := h["Cache-Control"]; len(cc) == 1 && cc[0] == "no-cache" {
+		delete(h, "Cache-Control")
+	}
 }
