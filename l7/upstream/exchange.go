@@ -452,9 +452,10 @@ func hasField(head []byte, name string) bool {
 
 // undoPragmaCacheControl removes the "Cache-Control: no-cache" that
 // http.ReadResponse adds to a response with "Pragma: no-cache" and no
-// Cache-Control, as the transport's parser does for requests. Pragma has
-// no defined meaning in a response (RFC 9111 section 5.4), and a proxy
-// must not make the response stricter for the caches after it.
+// Cache-Control: net/http applies the request rule of RFC 7234 section
+// 5.4 to responses too. Pragma has no defined meaning in a response (RFC
+// 9111 section 5.4), and a proxy must not make the response stricter for
+// the caches after it.
 func undoPragmaCacheControl(h http.Header, sent bool) {
 	if sent {
 		return
