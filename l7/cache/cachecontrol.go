@@ -41,6 +41,10 @@ type directives struct {
 	noTransform     bool
 	immutable       bool
 	maxStaleAny     bool // max-stale without an argument
+
+	// targeted is set when the directives come from CDN-Cache-Control,
+	// which makes the cache ignore Expires too (RFC 9213 section 2.2).
+	targeted bool
 }
 
 // parseCacheControl parses every Cache-Control field line in h. Unknown

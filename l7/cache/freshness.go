@@ -59,7 +59,7 @@ func freshnessLifetime(status int, h http.Header, cc directives, t timing, heuri
 		return deltaDuration(cc.maxAge), false
 	}
 
-	if values := h.Values("Expires"); len(values) > 0 {
+	if values := h.Values("Expires"); len(values) > 0 && !cc.targeted {
 		expires, err := http.ParseTime(values[0])
 		if err != nil {
 			return 0, false

@@ -210,7 +210,7 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, k requestKey, 
 	var reason string
 	u := &upstreamWriter{client: w, header: http.Header{}, now: h.c.now}
 	u.decide = func(status int) {
-		respCC = parseCacheControl(u.header)
+		respCC = parseResponseCacheControl(u.header)
 		if conditional && status == http.StatusNotModified {
 			outcome = outcomeNotModified
 			return
@@ -395,7 +395,7 @@ func sameRepresentation(e *entry, h http.Header) bool {
 // fields that describe the stored body's framing and coding.
 func (e *entry) freshen(h304 http.Header, requestTime, responseTime time.Time, heuristic bool) *entry {
 	header := e.header.Clone()
-	for name, values := range storedHeader(h304, parseCacheControl(h304)) {
+	for name, values := range storedHeader(h304, parseResponseCacheControl(h304)) {
 		switch name {
 		case "Content-Length", "Content-Encoding", "Content-Range", "Transfer-Encoding":
 			continue
@@ -413,7 +413,7 @@ func (e *entry) freshen(h304 http.Header, requestTime, responseTime time.Time, h
 		status:     e.status,
 		header:     header,
 		body:       e.body,
-		cc:         parseCacheControl(header),
+		cc:         parseResponseCacheControl(header),
 		timing:     newTiming(h304, requestTime, responseTime),
 		varyNames:  e.varyNames,
 		varyValues: e.varyValues,

@@ -93,7 +93,7 @@ func storable(req *http.Request, reqCC directives, status int, h http.Header, cc
 	}
 	// Section 3: the response needs explicit freshness, public, or a status
 	// code that is cacheable by default.
-	explicit := cc.public || cc.maxAge.present || cc.sMaxAge.present || len(h.Values("Expires")) > 0
+	explicit := cc.public || cc.maxAge.present || cc.sMaxAge.present || len(h.Values("Expires")) > 0 && !cc.targeted
 	if !explicit && !heuristicallyCacheable(status) {
 		return reasonStatus
 	}

@@ -57,7 +57,7 @@ func newEntry(k requestKey, req *http.Request, status int, header http.Header, b
 		status:   status,
 		header:   header,
 		body:     body,
-		cc:       parseCacheControl(header),
+		cc:       parseResponseCacheControl(header),
 		timing:   t,
 	}
 	if !e.headOnly {
