@@ -26,16 +26,10 @@ REAL_PORT=$BASE HAPROXY_PORT=$((BASE + 1)) TIDEGATE_PORT=$((BASE + 2)) ADMIN_POR
 NICE=0
 BINARIES=("$@")
 ((${#BINARIES[@]} > 0)) || BINARIES=(bin/tidegate)
-for b in "${BINARIES[@]}"; do
-	[[ -x $b ]] || die "$b is not an executable tidegate binary (run make build)"
-done
+require_binaries "${BINARIES[@]}"
 
 ensure_packages
-for port in "$REAL_PORT" "$HAPROXY_PORT" "$TIDEGATE_PORT" "$ADMIN_PORT"; do
-	if ss -Htln "sport = :$port" | grep -q .; then
-		die "port $port is in use: set L4BULK_PORT_BASE"
-	fi
-done
+require_free_ports L4BULK_PORT_BASE "$REAL_PORT" "$HAPROXY_PORT" "$TIDEGATE_PORT" "$ADMIN_PORT"
 
 WORK=$(mktemp -d /tmp/tidegate-l4bulk.XXXXXX)
 chmod 755 "$WORK"

@@ -24,16 +24,10 @@ BACKEND_PORT=$BASE L7_PORT=$((BASE + 1)) ADMIN_PORT=$((BASE + 2))
 NICE=0
 BINARIES=("$@")
 ((${#BINARIES[@]} > 0)) || die "usage: bash bench/l7ab.sh BINARY..."
-for b in "${BINARIES[@]}"; do
-	[[ -x $b ]] || die "$b is not an executable tidegate binary"
-done
+require_binaries "${BINARIES[@]}"
 
 ensure_packages
-for port in "$BACKEND_PORT" "$L7_PORT" "$ADMIN_PORT"; do
-	if ss -Htln "sport = :$port" | grep -q .; then
-		die "port $port is in use: set L7AB_PORT_BASE"
-	fi
-done
+require_free_ports L7AB_PORT_BASE "$BACKEND_PORT" "$L7_PORT" "$ADMIN_PORT"
 
 WORK=$(mktemp -d /tmp/tidegate-l7ab.XXXXXX)
 trap 'stop_all; rm -rf "$WORK"' EXIT

@@ -26,6 +26,26 @@ ensure_packages() {
 	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 }
 
+# require_binaries BINARY... fails unless each is an executable file.
+require_binaries() {
+	local b
+	for b in "$@"; do
+		[[ -x $b ]] || die "$b is not an executable tidegate binary (run make build)"
+	done
+}
+
+# require_free_ports VARIABLE PORT... fails when a PORT has a listener on
+# this machine, naming VARIABLE as the setting that moves the ports.
+require_free_ports() {
+	local variable=$1 port
+	shift
+	for port in "$@"; do
+		if ss -Htln "sport = :$port" | grep -q .; then
+			die "port $port is in use: set $variable"
+		fi
+	done
+}
+
 # render TEMPLATE OUT replaces every @NAME@ in TEMPLATE with the value of
 # the environment variable NAME and fails on a name that is not set.
 render() {
