@@ -924,10 +924,10 @@ func startCachedL7WithCache(tb testing.TB, yaml string, outer ...Option) (*Serve
 	return s, c
 }
 
-// TestFastPathReusesBackendAfterHeadDeadline leaves a pooled backend
+// TestFastPathBackendReuseAfterDeadline leaves a pooled backend
 // connection idle past the head deadline of its last exchange, which stays
 // set, and checks that the next requests on both paths reuse it.
-func TestFastPathReusesBackendAfterHeadDeadline(t *testing.T) {
+func TestFastPathBackendReuseAfterDeadline(t *testing.T) {
 	backend, conns := countingBackend(t, func(w http.ResponseWriter, r *http.Request) {
 		io.WriteString(w, r.URL.Path)
 	})

@@ -23,8 +23,8 @@ type fastWriter struct {
 	header http.Header
 	status int
 	body   []byte
-	// stored is the response given to WriteStored, when hasStored; then
-	// status is its status and body is unused.
+	// stored is the response given to WriteStored when hasStored is set.
+	// Then status is its status and body is unused.
 	stored    passthrough.Stored
 	hasStored bool
 }

@@ -180,8 +180,8 @@ func TestFastPathStoredHitsHostileBackends(t *testing.T) {
 		responses[fmt.Sprintf("/case%d", i)] = tc.resp
 	}
 	// A body that ends before its Content-Length is incomplete, and a
-	// cache must not answer a request with it (RFC 9111 section 3.3), so
-	// every request reaches the backend.
+	// cache must not serve it (RFC 9111 section 3.3), so every request
+	// reaches the backend.
 	responses["/short"] = cannedResponse{raw: "HTTP/1.1 200 OK\r\n" + maxAgeHour + "Content-Length: 10\r\n\r\nshort", closeAfter: true}
 	counts := map[string]*atomic.Int32{"/short": {}}
 	s := startCachedL7(t, fmt.Sprintf(twoListeners, cannedBackend(t, responses, counts)))
@@ -248,7 +248,7 @@ func TestFastPathStoredHitsHostileBackends(t *testing.T) {
 }
 
 // TestFastPathHeadOnlyEntry stores a response to HEAD and checks that it
-// answers HEAD on both paths alike, that a GET never gets it, and that a
+// serves HEAD on both paths alike, that a GET never gets it, and that a
 // HEAD after the GET gets the full entry.
 func TestFastPathHeadOnlyEntry(t *testing.T) {
 	head := "HTTP/1.1 200 OK\r\n" + maxAgeHour + "ETag: \"h\"\r\nContent-Length: 10\r\n"
@@ -555,9 +555,9 @@ func TestFastPathStoredHitsConcurrent(t *testing.T) {
 }
 
 // TestFastExchangeReleasesStoredEntry checks that an exchange back in its
-// pool keeps no part of the stored response it wrote alive: neither its
-// body and wire head on the stored path, nor its field values on the
-// header-map path that a draining connection takes when the stored head
+// pool keeps no part of the stored response it wrote alive. That covers
+// the body and wire head on the stored path, and the field values on the
+// header-map path, which a draining connection takes when the stored head
 // has a Connection field.
 func TestFastExchangeReleasesStoredEntry(t *testing.T) {
 	for _, tc := range []struct {
@@ -591,13 +591,13 @@ func TestFastExchangeReleasesStoredEntry(t *testing.T) {
 			body, values, fields, wire = nil, nil, nil, nil
 			runtime.GC()
 			runtime.GC()
-			for name, gone := range map[string]bool{
+			for name, released := range map[string]bool{
 				"body":         weakBody.Value() == nil,
 				"field values": weakValues.Value() == nil,
 				"fields":       weakFields.Value() == nil,
 				"wire head":    weakWire.Value() == nil,
 			} {
-				if !gone {
+				if !released {
 					t.Errorf("released exchange keeps the stored %s alive", name)
 				}
 			}

@@ -18,13 +18,13 @@ import (
 	"github.com/tidegate/tidegate/shared/config"
 )
 
-// TestFastPathStoredHitsMatchGeneralPath serves cache hits whose stored
+// TestStoredHitsMatchGeneralPath serves cache hits whose stored
 // heads the fast path writes as they are, and compares each with the same
 // hit served by net/http. The cases are multi-line fields, a Cache-Status
 // from upstream, a sniffed Content-Type, and the Vary that compression
 // adds for a client that accepts no coding. Each is requested with GET,
 // HEAD, Connection: close and conditionals, which take the header-map path.
-func TestFastPathStoredHitsMatchGeneralPath(t *testing.T) {
+func TestStoredHitsMatchGeneralPath(t *testing.T) {
 	backend := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
 		h.Set("Cache-Control", "public, max-age=3600")

@@ -90,10 +90,11 @@ func newMetrics(reg prometheus.Registerer, s *Server) *metrics {
 		m.proxyHeaderError, m.tlsHandshakes, m.tlsErrors, m.certReloads, m.accessLogErrors,
 		m.fastRequests, m.fastHandOffs, &poolCollector{s: s})
 	m.backends = newBackendMetrics(reg)
+	// The key is route, upstream, method and status class.
 	m.series.series = func(k seriesKey) requestSeries {
 		return requestSeries{
-			count:    m.requests.WithLabelValues(k.a, k.c, k.d),
-			duration: m.duration.WithLabelValues(k.a, k.b),
+			count:    m.requests.WithLabelValues(k[0], k[2], k[3]),
+			duration: m.duration.WithLabelValues(k[0], k[1]),
 		}
 	}
 	return m

@@ -13,8 +13,9 @@ import (
 // their series in the vectors.
 const maxCachedSeries = 1024
 
-// seriesKey is the set of label values of the series one request updates.
-type seriesKey struct{ a, b, c, d string }
+// seriesKey is the label values of the series one request updates, in
+// the order the cache's series function reads them.
+type seriesKey [4]string
 
 // requestSeries is the counter and the histogram one request updates.
 type requestSeries struct {

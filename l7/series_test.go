@@ -12,7 +12,7 @@ func newTestSeries() (*seriesCache, *prometheus.CounterVec, *prometheus.Histogra
 	count := prometheus.NewCounterVec(prometheus.CounterOpts{Name: "count"}, []string{"a", "b", "c"})
 	duration := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "duration"}, []string{"a", "b"})
 	c := &seriesCache{series: func(k seriesKey) requestSeries {
-		return requestSeries{count: count.WithLabelValues(k.a, k.b, k.c), duration: duration.WithLabelValues(k.a, k.b)}
+		return requestSeries{count: count.WithLabelValues(k[0], k[1], k[2]), duration: duration.WithLabelValues(k[0], k[1])}
 	}}
 	return c, count, duration
 }

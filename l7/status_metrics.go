@@ -29,10 +29,11 @@ func newBackendMetrics(reg prometheus.Registerer) *backendMetrics {
 		}, []string{"upstream", "backend"}),
 	}
 	reg.MustRegister(m.responses, m.duration)
+	// The key is upstream, backend and status class.
 	m.series.series = func(k seriesKey) requestSeries {
 		return requestSeries{
-			count:    m.responses.WithLabelValues(k.a, k.b, k.c),
-			duration: m.duration.WithLabelValues(k.a, k.b),
+			count:    m.responses.WithLabelValues(k[0], k[1], k[2]),
+			duration: m.duration.WithLabelValues(k[0], k[1]),
 		}
 	}
 	return m

@@ -41,7 +41,7 @@ func TestL7DrainWaitsForRefresh(t *testing.T) {
 	defer backend.Close()
 	defer releaseRefresh()
 
-	f, err := config.Parse([]byte(fmt.Sprintf(`
+	srv, adm := startL7Service(t, fmt.Sprintf(`
 l7:
   listeners:
     - {name: web, address: "127.0.0.1:0"}
@@ -50,20 +50,7 @@ l7:
   upstreams:
     - {name: app, backends: [{address: %q}]}
   access_log: {path: "off"}
-`, strings.TrimPrefix(backend.URL, "http://"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.DiscardHandler)
-	adm := admin.New("", false, logger)
-	svc, err := newL7(f, logger, adm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := svc.(*l7.Server)
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
+`, strings.TrimPrefix(backend.URL, "http://")))
 	addr := srv.Addrs()["web"].String()
 	client := &http.Client{Timeout: 5 * time.Second}
 	defer client.CloseIdleConnections()
@@ -123,4 +110,25 @@ func storedResponses(t *testing.T, adm *admin.Server) float64 {
 		}
 	}
 	return sum
+}
+
+// startL7Service builds the L7 from yaml as the binary does, with the
+// binary's middlewares, and starts it. The admin server holds its metrics.
+func startL7Service(t *testing.T, yaml string) (*l7.Server, *admin.Server) {
+	t.Helper()
+	f, err := config.Parse([]byte(yaml))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.DiscardHandler)
+	adm := admin.New("", false, logger)
+	svc, err := newL7(f, logger, adm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := svc.(*l7.Server)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return srv, adm
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -16,10 +15,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/tidegate/tidegate/l7"
-	"github.com/tidegate/tidegate/shared/admin"
-	"github.com/tidegate/tidegate/shared/config"
 )
 
 // fastCacheConfig has a listener on the fast path and one on net/http,
@@ -69,20 +64,7 @@ func TestL7FastCacheHitsApplyRoutePolicy(t *testing.T) {
 		_, _ = io.WriteString(w, strings.Repeat("cached text ", 20))
 	}))
 	defer backend.Close()
-	f, err := config.Parse([]byte(fmt.Sprintf(fastCacheConfig, strings.TrimPrefix(backend.URL, "http://"))))
-	if err != nil {
-		t.Fatal(err)
-	}
-	logger := slog.New(slog.DiscardHandler)
-	adm := admin.New("", false, logger)
-	svc, err := newL7(f, logger, adm)
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := svc.(*l7.Server)
-	if err := srv.Start(); err != nil {
-		t.Fatal(err)
-	}
+	srv, adm := startL7Service(t, fmt.Sprintf(fastCacheConfig, strings.TrimPrefix(backend.URL, "http://")))
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

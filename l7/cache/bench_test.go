@@ -18,7 +18,7 @@ func BenchmarkStoreGet(b *testing.B) {
 	resp := header("Date", httpDate(t0), "Cache-Control", "max-age=60", "Vary", "Accept-Encoding")
 	for i := range 10000 {
 		k := requestKey{primary: fmt.Sprintf("GET http://example.com/item/%d", i)}
-		s.insert(newEntry(k, req, 200, resp.Clone(), make([]byte, 512), newTiming(resp, t0, t0), true))
+		s.insert(newEntry(k, req, 200, resp.Clone(), make([]byte, 512), newTiming(resp, t0, t0), testStorePolicy))
 	}
 	k := requestKey{primary: "GET http://example.com/item/4242"}
 	b.ReportAllocs()

@@ -79,6 +79,9 @@ type RoutePolicy struct {
 	StoreSetCookie bool
 	// Heuristic allows heuristic freshness from Last-Modified.
 	Heuristic bool
+	// CDNCacheControl makes a valid CDN-Cache-Control replace
+	// Cache-Control and Expires (RFC 9213).
+	CDNCacheControl bool
 	// CoalesceTimeout bounds how long a request waits for a concurrent
 	// request for the same key before it goes upstream itself.
 	CoalesceTimeout time.Duration
@@ -110,6 +113,7 @@ func PolicyFrom(route string, rc *config.RouteCache) RoutePolicy {
 		Strict:          rc.StrictEnabled(),
 		StoreSetCookie:  rc.StoreSetCookie,
 		Heuristic:       rc.HeuristicEnabled(),
+		CDNCacheControl: rc.CDNCacheControlEnabled(),
 		CoalesceTimeout: rc.CoalesceTimeout.D(),
 	}
 }
@@ -196,7 +200,7 @@ func (c *Cache) Middleware(p RoutePolicy, next http.Handler) http.Handler {
 		c:     c,
 		p:     p,
 		parts: parseKeyParts(p.KeyParts),
-		sp:    storePolicy{strict: p.Strict, storeSetCookie: p.StoreSetCookie, heuristic: p.Heuristic},
+		sp:    storePolicy{strict: p.Strict, storeSetCookie: p.StoreSetCookie, heuristic: p.Heuristic, targeted: p.CDNCacheControl},
 		next:  next,
 		hits:  c.metrics.hits.WithLabelValues(p.Route),
 	}

@@ -79,10 +79,11 @@
 // # Reuse
 //
 // Freshness follows RFC 9111 section 4.2 (s-maxage, max-age, Expires minus
-// Date, heuristic from Last-Modified where allowed). The cache acts as the
-// edge cache of the site it fronts: a valid CDN-Cache-Control (RFC 9213)
-// replaces Cache-Control and Expires for storing and reuse, and both fields
-// still reach the client unchanged. The request
+// Date, heuristic from Last-Modified where allowed). Unless a route sets
+// cdn_cache_control to false, the cache acts as the edge cache of the site
+// it fronts: a valid CDN-Cache-Control (RFC 9213) replaces Cache-Control
+// and Expires for storing and reuse, and both fields still reach the
+// client unchanged. The request
 // directives no-cache, no-store, max-age, max-stale, min-fresh and
 // only-if-cached are honoured. Stale entries are revalidated with
 // If-None-Match and If-Modified-Since. Within a stale-while-revalidate

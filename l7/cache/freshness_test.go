@@ -137,7 +137,7 @@ func TestEvaluate(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := header("Date", httpDate(t0), "Cache-Control", tc.response)
-			e := newEntry(requestKey{primary: "GET http://x/"}, httptestRequest("GET"), 200, h, nil, newTiming(h, t0, t0), true)
+			e := newEntry(requestKey{primary: "GET http://x/"}, httptestRequest("GET"), 200, h, nil, newTiming(h, t0, t0), testStorePolicy)
 			got := evaluate(e, parseCacheControl(header("Cache-Control", tc.request)), t0.Add(tc.age), tc.strict)
 			if got.verdict != tc.want {
 				t.Errorf("evaluate(response %q, request %q, age %v) = %v, want %v", tc.response, tc.request, tc.age, got.verdict, tc.want)
@@ -166,7 +166,7 @@ func TestStaleIfErrorAllowed(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			h := header("Date", httpDate(t0), "Cache-Control", tc.response)
-			e := newEntry(requestKey{primary: "GET http://x/"}, httptestRequest("GET"), 200, h, nil, newTiming(h, t0, t0), true)
+			e := newEntry(requestKey{primary: "GET http://x/"}, httptestRequest("GET"), 200, h, nil, newTiming(h, t0, t0), testStorePolicy)
 			got := staleIfErrorAllowed(e, parseCacheControl(header("Cache-Control", tc.request)), t0.Add(tc.age), true)
 			if got != tc.want {
 				t.Errorf("staleIfErrorAllowed(response %q, request %q, age %v) = %v, want %v", tc.response, tc.request, tc.age, got, tc.want)

@@ -210,7 +210,7 @@ func (h *handler) forward(w http.ResponseWriter, r *http.Request, k requestKey, 
 	var reason string
 	u := &upstreamWriter{client: w, header: http.Header{}, now: h.c.now}
 	u.decide = func(status int) {
-		respCC = parseResponseCacheControl(u.header)
+		respCC = parseResponseCacheControl(u.header, h.sp.targeted)
 		if conditional && status == http.StatusNotModified {
 			outcome = outcomeNotModified
 			return
@@ -295,14 +295,14 @@ func (h *handler) finishNotModified(w http.ResponseWriter, r *http.Request, k re
 		h.forward(w, r, k, reqCC, nil, fwd)
 		return
 	}
-	updated := stale.freshen(u.header, requestTime, u.responseTime, h.sp.heuristic)
+	updated := stale.freshen(u.header, requestTime, u.responseTime, h.sp)
 	h.storeFreshened(stale, updated)
 	if strongETag(got) {
 		// A strong validator identifies every stored variant with the same
 		// representation, so they are all updated (RFC 9111 section 4.3.4).
 		for _, other := range h.c.store.variants(stale.primary) {
 			if other != updated && other.header.Get("ETag") == got {
-				h.storeFreshened(other, other.freshen(u.header, requestTime, u.responseTime, h.sp.heuristic))
+				h.storeFreshened(other, other.freshen(u.header, requestTime, u.responseTime, h.sp))
 			}
 		}
 	}
@@ -333,7 +333,7 @@ func (h *handler) storeResponse(r *http.Request, k requestKey, stale *entry, u *
 		header := storedHeader(u.header, respCC)
 		setMissingDate(header, u.header, u.responseTime)
 		t := newTiming(u.header, requestTime, u.responseTime)
-		e := newEntry(k, r, u.status, header, body, t, h.sp.heuristic)
+		e := newEntry(k, r, u.status, header, body, t, h.sp)
 		if h.c.store.insert(e) {
 			h.c.metrics.stored.WithLabelValues(h.p.Route).Inc()
 			return
@@ -361,7 +361,7 @@ func (h *handler) freshenFromHead(r *http.Request, k requestKey, u *upstreamWrit
 		h.c.store.removeEntry(e)
 		return
 	}
-	h.storeFreshened(e, e.freshen(u.header, requestTime, u.responseTime, h.sp.heuristic))
+	h.storeFreshened(e, e.freshen(u.header, requestTime, u.responseTime, h.sp))
 }
 
 // storeFreshened replaces old with its freshened copy updated. When the
@@ -393,9 +393,9 @@ func sameRepresentation(e *entry, h http.Header) bool {
 // freshen returns a copy of e updated from the header of a 304 (RFC 9111
 // section 4.3.4). Each field of the 304 replaces the stored one, except the
 // fields that describe the stored body's framing and coding.
-func (e *entry) freshen(h304 http.Header, requestTime, responseTime time.Time, heuristic bool) *entry {
+func (e *entry) freshen(h304 http.Header, requestTime, responseTime time.Time, sp storePolicy) *entry {
 	header := e.header.Clone()
-	for name, values := range storedHeader(h304, parseResponseCacheControl(h304)) {
+	for name, values := range storedHeader(h304, parseResponseCacheControl(h304, sp.targeted)) {
 		switch name {
 		case "Content-Length", "Content-Encoding", "Content-Range", "Transfer-Encoding":
 			continue
@@ -413,12 +413,12 @@ func (e *entry) freshen(h304 http.Header, requestTime, responseTime time.Time, h
 		status:     e.status,
 		header:     header,
 		body:       e.body,
-		cc:         parseResponseCacheControl(header),
+		cc:         parseResponseCacheControl(header, sp.targeted),
 		timing:     newTiming(h304, requestTime, responseTime),
 		varyNames:  e.varyNames,
 		varyValues: e.varyValues,
 	}
-	n.lifetime, _ = freshnessLifetime(n.status, header, n.cc, n.timing, heuristic)
+	n.lifetime, _ = freshnessLifetime(n.status, header, n.cc, n.timing, sp.heuristic)
 	n.setWire()
 	n.size = entrySize(n)
 	return n

@@ -101,6 +101,7 @@ func defaultPolicy() RoutePolicy {
 		MaxEntrySize:    1 << 20,
 		Strict:          true,
 		Heuristic:       true,
+		CDNCacheControl: true,
 		CoalesceTimeout: 10 * time.Second,
 	}
 }

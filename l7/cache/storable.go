@@ -31,6 +31,8 @@ type storePolicy struct {
 	strict         bool
 	storeSetCookie bool
 	heuristic      bool
+	// targeted makes CDN-Cache-Control replace Cache-Control and Expires.
+	targeted bool
 }
 
 // storable decides whether a shared cache may store the response (status,
@@ -159,8 +161,7 @@ func storedHeader(h http.Header, cc directives) http.Header {
 	for _, f := range cc.privateFields {
 		out.Del(f)
 	}
-	// NOTE: RFC 9111 section 3.1 lets a cache store Set-Cookie. This shared
-	// cache drops it so that one client's cookie never reaches another.
+	// One client's cookie must never reach another (see storable).
 	out.Del("Set-Cookie")
 	out.Del("Set-Cookie2")
 	out.Del("Age")

@@ -112,7 +112,7 @@ func FuzzResponseHeaders(f *testing.F) {
 		respCC := parseCacheControl(h)
 		_ = storable(req, parseCacheControl(req.Header), status, h, respCC, storePolicy{strict: true, heuristic: true})
 
-		e := newEntry(requestKey{primary: "GET http://h/"}, req, status, storedHeader(h, respCC), nil, newTiming(h, t0, t0), true)
+		e := newEntry(requestKey{primary: "GET http://h/"}, req, status, storedHeader(h, respCC), nil, newTiming(h, t0, t0), testStorePolicy)
 		if e.lifetime < 0 {
 			t.Fatalf("lifetime %v < 0 for %v", e.lifetime, h)
 		}
@@ -121,7 +121,7 @@ func FuzzResponseHeaders(f *testing.F) {
 			t.Fatalf("age %v < 0 for %v", ru.age, h)
 		}
 		_ = staleIfErrorAllowed(e, respCC, t0, true)
-		updated := e.freshen(h, t0, t0, true)
+		updated := e.freshen(h, t0, t0, testStorePolicy)
 		if updated.lifetime < 0 || updated.size <= 0 {
 			t.Fatalf("freshen gave lifetime %v size %d", updated.lifetime, updated.size)
 		}

@@ -49,7 +49,7 @@ type entry struct {
 
 // newEntry builds an entry from a response. header must already be
 // filtered by storedHeader.
-func newEntry(k requestKey, req *http.Request, status int, header http.Header, body []byte, t timing, heuristic bool) *entry {
+func newEntry(k requestKey, req *http.Request, status int, header http.Header, body []byte, t timing, sp storePolicy) *entry {
 	e := &entry{
 		primary:  k.primary,
 		extra:    k.extra,
@@ -57,13 +57,13 @@ func newEntry(k requestKey, req *http.Request, status int, header http.Header, b
 		status:   status,
 		header:   header,
 		body:     body,
-		cc:       parseResponseCacheControl(header),
+		cc:       parseResponseCacheControl(header, sp.targeted),
 		timing:   t,
 	}
 	if !e.headOnly {
 		header.Del("Content-Length")
 	}
-	e.lifetime, _ = freshnessLifetime(status, header, e.cc, t, heuristic)
+	e.lifetime, _ = freshnessLifetime(status, header, e.cc, t, sp.heuristic)
 	e.varyNames = selectingFields(header)
 	e.varyValues = make([]string, len(e.varyNames))
 	for i, n := range e.varyNames {

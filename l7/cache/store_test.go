@@ -11,7 +11,7 @@ import (
 func testEntry(primary string, bodySize int, fields ...string) *entry {
 	h := header(append([]string{"Date", httpDate(t0), "Cache-Control", "max-age=60"}, fields...)...)
 	req := httptestRequest("GET")
-	return newEntry(requestKey{primary: primary}, req, 200, h, []byte(strings.Repeat("x", bodySize)), newTiming(h, t0, t0), true)
+	return newEntry(requestKey{primary: primary}, req, 200, h, []byte(strings.Repeat("x", bodySize)), newTiming(h, t0, t0), testStorePolicy)
 }
 
 func TestStoreEvictsLeastRecentlyUsed(t *testing.T) {
@@ -83,7 +83,7 @@ func TestStoreBoundsVariantsPerURI(t *testing.T) {
 	for i := range maxVariants + 10 {
 		req := httptestRequest("GET", "X-Id", fmt.Sprint(i))
 		h := header("Date", httpDate(t0), "Cache-Control", "max-age=60", "Vary", "X-Id")
-		s.insert(newEntry(requestKey{primary: "GET http://h/many"}, req, 200, h, nil, newTiming(h, t0, t0), true))
+		s.insert(newEntry(requestKey{primary: "GET http://h/many"}, req, 200, h, nil, newTiming(h, t0, t0), testStorePolicy))
 	}
 	if _, count := s.stats(); count != maxVariants {
 		t.Errorf("entries = %d, want %d", count, maxVariants)

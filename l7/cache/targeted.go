@@ -12,12 +12,13 @@ import (
 const cdnCacheControl = "Cdn-Cache-Control"
 
 // parseResponseCacheControl parses the directives that decide whether a
-// response is stored and for how long. This cache is the edge cache of the
-// site it fronts, so a valid, non-empty CDN-Cache-Control takes the place
-// of Cache-Control and Expires (RFC 9213 section 2.2). Both fields still
-// reach the client as the upstream sent them.
-func parseResponseCacheControl(h http.Header) directives {
-	if lines := h[cdnCacheControl]; len(lines) > 0 {
+// response is stored and for how long. When targeted is set, the cache
+// acts as the edge cache of the site it fronts, and a valid, non-empty
+// CDN-Cache-Control takes the place of Cache-Control and Expires (RFC 9213
+// section 2.2). Both fields still reach the client as the upstream sent
+// them.
+func parseResponseCacheControl(h http.Header, targeted bool) directives {
+	if lines := h[cdnCacheControl]; targeted && len(lines) > 0 {
 		if d, ok := parseTargeted(lines); ok {
 			return d
 		}

@@ -414,8 +414,8 @@ func TestTypeAllowed(t *testing.T) {
 	}
 }
 
-// TestCompressibleTypeCache asks twice for more Content-Type values than
-// the cache keeps, and checks that every answer is right and that the
+// TestCompressibleTypeCache looks up more Content-Type values than the
+// cache keeps, twice, and checks that every verdict is right and that the
 // cache stops growing.
 func TestCompressibleTypeCache(t *testing.T) {
 	c, err := New(defaultPolicy(), Options{})

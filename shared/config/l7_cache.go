@@ -34,6 +34,11 @@ type RouteCache struct {
 	// Heuristic allows heuristic freshness (a fraction of the time since
 	// Last-Modified) for responses without explicit freshness. Default true.
 	Heuristic *bool `yaml:"heuristic"`
+	// CDNCacheControl makes a valid CDN-Cache-Control (RFC 9213) decide
+	// storing and reuse in place of Cache-Control and Expires, as a CDN's
+	// cache does. Turn it off when a CDN in front of this proxy is the one
+	// the origin's CDN-Cache-Control is meant for. Default true.
+	CDNCacheControl *bool `yaml:"cdn_cache_control"`
 	// CoalesceTimeout bounds how long a request waits for a concurrent
 	// request for the same key before it goes upstream itself.
 	CoalesceTimeout Duration `yaml:"coalesce_timeout"`
@@ -53,6 +58,12 @@ func (c *RouteCache) StrictEnabled() bool { return c.Strict == nil || *c.Strict 
 // HeuristicEnabled reports whether heuristic freshness is allowed, true when
 // unset.
 func (c *RouteCache) HeuristicEnabled() bool { return c.Heuristic == nil || *c.Heuristic }
+
+// CDNCacheControlEnabled reports whether CDN-Cache-Control replaces
+// Cache-Control and Expires, true when unset.
+func (c *RouteCache) CDNCacheControlEnabled() bool {
+	return c.CDNCacheControl == nil || *c.CDNCacheControl
+}
 
 // setCacheDefaults fills the cache settings of c and of every route.
 func (c *L7) setCacheDefaults() {

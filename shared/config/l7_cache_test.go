@@ -41,6 +41,9 @@ func TestCacheDefaults(t *testing.T) {
 	if !rc.StrictEnabled() || !rc.HeuristicEnabled() || rc.StoreSetCookie {
 		t.Errorf("strict %v heuristic %v store_set_cookie %v, want true true false", rc.StrictEnabled(), rc.HeuristicEnabled(), rc.StoreSetCookie)
 	}
+	if !rc.CDNCacheControlEnabled() {
+		t.Error("cdn_cache_control off by default, want on")
+	}
 }
 
 func TestCacheExplicitValues(t *testing.T) {
@@ -57,6 +60,7 @@ func TestCacheExplicitValues(t *testing.T) {
         strict: false
         store_set_cookie: true
         heuristic: false
+        cdn_cache_control: false
         coalesce_timeout: 2s
 `))
 	if err != nil {
@@ -65,6 +69,9 @@ func TestCacheExplicitValues(t *testing.T) {
 	rc := f.L7.Routes[0].Cache
 	if f.L7.Cache.MaxSize != 64<<20 || rc.MaxEntrySize != 1<<20 || rc.StrictEnabled() || rc.HeuristicEnabled() || !rc.StoreSetCookie || rc.CoalesceTimeout.D().Seconds() != 2 {
 		t.Errorf("decoded %+v, %+v", f.L7.Cache, rc)
+	}
+	if rc.CDNCacheControlEnabled() {
+		t.Error("cdn_cache_control: false decoded as on")
 	}
 	if len(rc.Key) != 3 {
 		t.Errorf("key = %q, want 3 parts", rc.Key)
